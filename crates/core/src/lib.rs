@@ -1,0 +1,45 @@
+//! # countersign-core
+//!
+//! The rules of Countersign, in one place a reviewer can read: what an operation is,
+//! how it is encoded and digested, how an approver's signature is bound to exactly
+//! one operation and decision, how policy judges an operation, and how decisions add
+//! up to a quorum.
+//!
+//! This crate is pure: no I/O, no async, no clock, no randomness. Time (`now`) is a
+//! parameter of every function that needs it (`clippy.toml` bans reading the clock).
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`operation`] | [`Operation`], [`Action`] and the fields approvers see |
+//! | [`canonical`] | RFC 8785 encoding, strict decoding, [`Digest`], [`Fingerprint`] |
+//! | [`binding`] | the `countersign` clientDataJSON member, [`Decision`] |
+//! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] |
+//! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
+//! | [`amount`], [`timestamp`], [`id`] | exact decimals, UTC seconds, identifiers |
+//!
+//! The wire format is specified in `docs/protocol.md`, with test vectors under
+//! `docs/vectors/` that this crate's tests check.
+//!
+//! **WARNING:** [`canonical::decode`] is the only way to turn bytes into an
+//! [`Operation`] that will be signed or verified. Do not deserialize operations with
+//! `serde_json` directly: that skips the canonical-form, duplicate-key and
+//! trailing-data checks, and two parties could then disagree on what was signed.
+
+pub mod amount;
+pub mod binding;
+pub mod canonical;
+pub mod error;
+pub mod id;
+pub mod operation;
+pub mod policy;
+pub mod quorum;
+pub mod timestamp;
+
+pub use amount::Amount;
+pub use binding::{ApprovalBinding, Decision};
+pub use canonical::{Digest, Fingerprint};
+pub use error::{Error, Result};
+pub use operation::{Action, Initiator, Operation, OperationKind};
+pub use policy::{Policy, Verdict, evaluate};
+pub use quorum::{Roster, Tally, tally};
+pub use timestamp::Timestamp;

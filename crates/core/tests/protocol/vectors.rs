@@ -1,0 +1,81 @@
+//! The published test vectors under `docs/vectors/` are what this code computes.
+//!
+//! Run with `COUNTERSIGN_BLESS_VECTORS=1` to rewrite them after a deliberate
+//! protocol change (then bump the canonical-form version and say so in the docs).
+
+use std::path::PathBuf;
+
+use countersign_core::binding::ApprovalBinding;
+use countersign_core::canonical::{self, Digest};
+use countersign_core::{Decision, Operation};
+use data_encoding::HEXLOWER;
+use serde_json::{Value, json};
+
+use crate::support::every_kind;
+
+fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors")
+}
+
+fn blessing() -> bool {
+    std::env::var_os("COUNTERSIGN_BLESS_VECTORS").is_some()
+}
+
+/// What a vector file says, computed from an operation.
+fn vector_for(name: &str, op: &Operation) -> Value {
+    let canonical = canonical::encode(op).unwrap();
+    let digest = Digest::of_canonical(&canonical);
+    let readable: Value = serde_json::from_slice(&canonical).unwrap();
+    json!({
+        "name": name,
+        "operation": readable,
+        "canonical_utf8": String::from_utf8(canonical.clone()).unwrap(),
+        "canonical_hex": HEXLOWER.encode(&canonical),
+        "digest_hex": digest.to_hex(),
+        "digest_base64url": digest.to_base64url(),
+        "fingerprint": digest.fingerprint().to_string(),
+        "binding_approve": ApprovalBinding::new(op, Decision::Approve).unwrap(),
+    })
+}
+
+#[test]
+fn operation_vectors_match_the_code() {
+    for (name, op) in every_kind() {
+        let path = vectors_dir().join(format!("{name}.json"));
+        let expected = vector_for(name, &op);
+        if blessing() {
+            std::fs::write(&path, serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
+            continue;
+        }
+        let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(file, expected, "vector {name} differs from the code");
+
+        // From the file's own data: readable object -> canonical bytes -> digest.
+        let mut object = file["operation"].clone();
+        object.as_object_mut().unwrap().remove("v");
+        let parsed: Operation = serde_json::from_value(object).unwrap();
+        let canonical = canonical::encode(&parsed).unwrap();
+        assert_eq!(HEXLOWER.encode(&canonical), file["canonical_hex"].as_str().unwrap());
+        let digest = Digest::of_canonical(&canonical);
+        assert_eq!(digest.to_hex(), file["digest_hex"].as_str().unwrap());
+        assert_eq!(digest.fingerprint().to_string(), file["fingerprint"].as_str().unwrap());
+        // Strict decoding takes the canonical bytes back to the same operation.
+        assert_eq!(canonical::decode(&canonical).unwrap(), op);
+        // The binding member in the file checks against the operation.
+        let binding: ApprovalBinding = serde_json::from_value(file["binding_approve"].clone()).unwrap();
+        binding.check(&op, Decision::Approve).unwrap();
+    }
+}
+
+#[test]
+fn every_vector_file_is_checked() {
+    let mut names: Vec<String> = std::fs::read_dir(vectors_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json") && n != "decode-errors.json")
+        .collect();
+    names.sort();
+    let mut known: Vec<String> = every_kind().iter().map(|(n, _)| format!("{n}.json")).collect();
+    known.sort();
+    assert_eq!(names, known, "a vector file without a fixture (or the reverse)");
+}
