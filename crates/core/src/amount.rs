@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// A non-negative exact decimal quantity (asset units or reference currency).
 ///
-/// Up to 28 fractional digits and 28 significant digits; arithmetic is exact and
+/// Up to 28 fractional digits and a magnitude below 2^96; arithmetic is exact and
 /// checked. Parsing accepts only the canonical string form, so one amount has one
 /// encoding and one digest.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

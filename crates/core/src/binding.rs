@@ -126,7 +126,8 @@ impl ApprovalBinding {
 /// `challenge` is the gateway's challenge, base64url without padding.
 ///
 /// # Errors
-/// As [`crate::canonical::encode`] (through [`ApprovalBinding::new`]).
+/// [`Error::InvalidOperation`] only if serialisation fails, which it cannot for
+/// these member types.
 pub fn client_data_json(challenge: &str, origin: &str, binding: &ApprovalBinding) -> Result<Vec<u8>> {
     #[derive(Serialize)]
     struct ClientData<'a> {

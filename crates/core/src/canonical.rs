@@ -55,7 +55,8 @@ pub fn encode(op: &Operation) -> Result<Vec<u8>> {
 /// 2. nothing after the value ([`Error::TrailingData`]);
 /// 3. an integer `v` member ([`Error::MissingVersion`]) equal to 1 ([`Error::UnknownVersion`]);
 /// 4. the bytes equal the RFC 8785 form of the parsed value ([`Error::NotCanonical`]);
-/// 5. the members describe a valid operation ([`Error::InvalidOperation`]), and
+/// 5. the members describe a valid operation ([`Error::InvalidOperation`]; an
+///    embedded policy that is inconsistent gives [`Error::InvalidPolicy`]), and
 ///    re-encoding it gives the same bytes ([`Error::NotCanonical`], e.g. an unsorted set).
 ///
 /// # Errors

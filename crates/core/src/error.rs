@@ -50,7 +50,7 @@ pub enum Error {
     /// An identifier has characters outside `[A-Za-z0-9._:-]` or is empty or longer than 128.
     #[error("invalid identifier {0:?}")]
     InvalidId(String),
-    /// A digest is not 32 bytes of base64url (no padding) or hex.
+    /// A digest is not 32 bytes of canonical base64url (no padding).
     #[error("invalid digest encoding")]
     InvalidDigest,
 

@@ -30,7 +30,7 @@ pub struct Operation {
     pub id: OperationId,
     /// When the gateway received it.
     pub created_at: Timestamp,
-    /// After this instant no decision counts and it is never released.
+    /// From this instant on (inclusive) no decision counts and it is never released.
     pub expires_at: Timestamp,
     /// The version of the policy that judged it.
     pub policy_version: u32,
@@ -73,7 +73,7 @@ impl Initiator {
 
 /// What an operation does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "details", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "details", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Move funds off the exchange.
     Withdrawal(Withdrawal),
@@ -208,10 +208,12 @@ pub struct PolicyUpdate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Decides on operations.
-    Approver,
+    // Declared in alphabetical order: sets of roles serialise in `Ord` order, and the
+    // protocol sorts sets by their UTF-8 strings.
     /// Manages approvers, keys, API keys, allowlists and policy (through operations).
     Admin,
+    /// Decides on operations.
+    Approver,
 }
 
 /// The kind of hardware key.
@@ -319,16 +321,64 @@ pub struct Unfreeze {
     pub reason: String,
 }
 
-fn check_text(field: &str, s: &str) -> Result<()> {
-    if s.chars().count() > MAX_TEXT_LEN || s.chars().any(char::is_control) {
+/// Characters that change how text *looks* without being visible themselves: bidi
+/// embeddings, overrides and isolates, zero-width characters, the BOM, soft hyphen.
+/// Refused in every text an approver reads, so a label cannot display as something
+/// other than its bytes ("Trojan Source"-style spoofing).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Free text shown to people: at most [`MAX_TEXT_LEN`] characters, no control or
+/// invisible formatting characters.
+pub(crate) fn check_text(field: &str, s: &str) -> Result<()> {
+    if s.chars().count() > MAX_TEXT_LEN || s.chars().any(|c| c.is_control() || is_invisible_format(c)) {
         return Err(Error::InvalidOperation(format!(
-            "{field}: at most {MAX_TEXT_LEN} characters, no control characters"
+            "{field}: at most {MAX_TEXT_LEN} characters, no control or invisible formatting characters"
         )));
     }
     Ok(())
 }
 
-fn check_address(field: &str, s: &str) -> Result<()> {
+fn check_b64url(field: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 1366
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(Error::InvalidOperation(format!("{field}: base64url without padding"))) }
+}
+
+fn check_lower_hex(field: &str, s: &str, len: usize) -> Result<()> {
+    if s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(Error::InvalidOperation(format!("{field}: {len} lowercase hex digits")))
+    }
+}
+
+fn check_aaguid(s: &str) -> Result<()> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    if parts.len() == 5 && parts.iter().zip(lens).all(|(p, n)| check_lower_hex("aaguid", p, n).is_ok()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidOperation("credential.aaguid: lowercase hyphenated UUID".into()))
+    }
+}
+
+/// A CIDR block in its one canonical spelling: network address (host bits zero),
+/// `/prefix`, IPv6 in RFC 5952 form (`198.51.100.0/24`, `2001:db8::/32`).
+fn check_cidr(s: &str) -> Result<()> {
+    match s.parse::<ipnet::IpNet>() {
+        Ok(net) if net.trunc() == net && net.to_string() == s => Ok(()),
+        _ => Err(Error::InvalidOperation(format!(
+            "ip_allowlist: {s:?} is not a canonical CIDR block such as 198.51.100.0/24"
+        ))),
+    }
+}
+
+pub(crate) fn check_address(field: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty() && s.len() <= MAX_ADDRESS_LEN && s.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
@@ -388,7 +438,11 @@ impl Operation {
             Action::ApproverEnroll(e) => {
                 check_text("display_name", &e.display_name)?;
                 check_text("credential.label", &e.credential.label)?;
-                check_address("credential.credential_id", &e.credential.credential_id)?;
+                check_b64url("credential.credential_id", &e.credential.credential_id)?;
+                check_lower_hex("credential.public_key_sha256", &e.credential.public_key_sha256, 64)?;
+                if let Some(aaguid) = &e.credential.aaguid {
+                    check_aaguid(aaguid)?;
+                }
                 if e.roles.is_empty() {
                     return Err(Error::InvalidOperation("roles: at least one role".into()));
                 }
@@ -396,16 +450,13 @@ impl Operation {
             }
             Action::ApproverRevoke(r) => {
                 if let Some(c) = &r.credential_id {
-                    check_address("credential_id", c)?;
+                    check_b64url("credential_id", c)?;
                 }
                 check_text("reason", &r.reason)
             }
             Action::ApiKeyCreate(k) => {
                 check_text("label", &k.label)?;
-                for cidr in &k.ip_allowlist {
-                    check_address("ip_allowlist", cidr)?;
-                }
-                Ok(())
+                k.ip_allowlist.iter().try_for_each(|c| check_cidr(c))
             }
             Action::Unfreeze(u) => check_text("reason", &u.reason),
         }

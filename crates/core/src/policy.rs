@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::amount::Amount;
 use crate::error::{Error, Result};
 use crate::id::{AccountId, ApiKeyId, AssetCode, GroupName, NetworkId};
-use crate::operation::{Action, Initiator, OperationKind, Withdrawal};
+use crate::operation::{
+    Action, Initiator, MAX_TEXT_LEN, OperationKind, Withdrawal, check_address, check_text,
+};
 use crate::timestamp::Timestamp;
 
 /// Largest `min` in one group of a quorum.
@@ -82,6 +84,10 @@ pub struct GroupQuorum {
 }
 
 impl Quorum {
+    /// The neutral element of [`Quorum::merge`]: needs nobody, never vetoes. Never a
+    /// valid policy quorum ([`crate::tally`] refuses to approve with it).
+    pub const NOBODY: Quorum = Quorum { groups: Vec::new(), rejections_to_veto: u32::MAX };
+
     /// The stricter combination of two quorums: per group the larger `min`, and the
     /// smaller veto threshold. Groups are sorted by name.
     #[must_use]
@@ -99,8 +105,8 @@ impl Quorum {
 
     /// Distinct people needed in total.
     #[must_use]
-    pub fn people_needed(&self) -> u32 {
-        self.groups.iter().map(|g| g.min).sum()
+    pub fn people_needed(&self) -> u64 {
+        self.groups.iter().map(|g| u64::from(g.min)).sum()
     }
 
     fn validate(&self, field: &str) -> Result<()> {
@@ -221,7 +227,7 @@ pub struct DenyRule {
     /// Initiating API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<ApiKeyId>,
-    /// Withdrawal or allowlist destination address.
+    /// Withdrawal or allowlist destination address, compared ignoring ASCII case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
     /// Withdrawals at or above this reference value (a hard cap).
@@ -256,7 +262,9 @@ impl DenyRule {
             && is(self.network.as_ref(), network)
             && is(self.account.as_ref(), account)
             && is(self.api_key.as_ref(), key)
-            && is(self.destination.as_ref(), destination)
+            // Case-insensitive: hex (EVM) and bech32 addresses have case-only spellings
+            // of one address. For case-sensitive (base58) networks this can only deny more.
+            && self.destination.as_ref().is_none_or(|d| destination.is_some_and(|have| have.eq_ignore_ascii_case(d)))
             && self.min_reference_value.is_none_or(|min| value.is_some_and(|v| v >= min))
     }
 }
@@ -319,9 +327,14 @@ impl Policy {
             .chain(self.withdrawal_tiers.iter().map(|t| &t.name))
             .chain(self.velocity.iter().map(|v| &v.name))
         {
-            if text.is_empty() || text.chars().count() > crate::operation::MAX_TEXT_LEN {
-                return invalid("names and reasons must be 1..=256 characters".into());
+            if text.is_empty() || check_text("name", text).is_err() {
+                return invalid(format!(
+                    "name or reason {text:?}: 1..={MAX_TEXT_LEN} characters, no control or invisible formatting characters"
+                ));
             }
+        }
+        for d in self.deny.iter().filter_map(|d| d.destination.as_ref()) {
+            check_address("deny.destination", d).map_err(|e| Error::InvalidPolicy(e.to_string()))?;
         }
         Ok(())
     }
@@ -463,7 +476,7 @@ pub fn evaluate(
             return Verdict::Deny { reason: DenyReason::NotPermittedForApiKeys { kind: action.kind() } };
         }
         return Verdict::RequireApproval {
-            quorum: policy.admin_quorum.clone(),
+            quorum: Quorum::NOBODY.merge(&policy.admin_quorum),
             expires_at,
             reasons: vec![Reason::AdminOperation { kind: action.kind() }],
         };
@@ -472,18 +485,10 @@ pub fn evaluate(
         return Verdict::Deny { reason: DenyReason::ReferenceCurrencyMismatch };
     }
 
-    let mut reasons = Vec::new();
-    let mut quorum: Option<Quorum> = None;
-    let mut require = |q: &Quorum, reason: Reason, reasons: &mut Vec<Reason>| {
-        quorum = Some(match &quorum {
-            Some(existing) => existing.merge(q),
-            None => q.clone(),
-        });
-        reasons.push(reason);
-    };
+    let mut hold = Hold::default();
 
     for tier in policy.withdrawal_tiers.iter().filter(|t| t.matches(w)) {
-        require(&tier.quorum, Reason::AmountTier { tier: tier.name.clone() }, &mut reasons);
+        hold.require(&tier.quorum, Reason::AmountTier { tier: tier.name.clone() });
     }
 
     if policy.allowlist.enforced {
@@ -500,7 +505,7 @@ pub fn evaluate(
                 Breach::Deny => {
                     return Verdict::Deny { reason: DenyReason::DestinationNotUsable };
                 }
-                Breach::RequireApproval => require(&policy.withdrawal_quorum, reason, &mut reasons),
+                Breach::RequireApproval => hold.require(&policy.withdrawal_quorum, reason),
             }
         }
     }
@@ -517,10 +522,9 @@ pub fn evaluate(
                         reason: DenyReason::VelocityExceeded { limit: limit.name.clone() },
                     };
                 }
-                Breach::RequireApproval => require(
+                Breach::RequireApproval => hold.require(
                     &policy.withdrawal_quorum,
                     Reason::VelocityExceeded { limit: limit.name.clone() },
-                    &mut reasons,
                 ),
             }
         }
@@ -530,12 +534,32 @@ pub fn evaluate(
         && ctx.risk_score >= rule.min_score
     {
         let q = rule.quorum.merge(&policy.withdrawal_quorum);
-        require(&q, Reason::HighRisk { score: ctx.risk_score }, &mut reasons);
+        hold.require(&q, Reason::HighRisk { score: ctx.risk_score });
     }
 
-    match quorum {
-        None => Verdict::Allow,
-        Some(quorum) => Verdict::RequireApproval { quorum, expires_at, reasons },
+    if hold.reasons.is_empty() {
+        Verdict::Allow
+    } else {
+        Verdict::RequireApproval { quorum: hold.quorum, expires_at, reasons: hold.reasons }
+    }
+}
+
+/// Why a withdrawal is held so far, and the combined quorum of those reasons.
+struct Hold {
+    quorum: Quorum,
+    reasons: Vec<Reason>,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold { quorum: Quorum::NOBODY, reasons: Vec::new() }
+    }
+}
+
+impl Hold {
+    fn require(&mut self, quorum: &Quorum, reason: Reason) {
+        self.quorum = self.quorum.merge(quorum);
+        self.reasons.push(reason);
     }
 }
 

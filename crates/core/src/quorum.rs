@@ -139,7 +139,7 @@ pub fn tally(
     let matched = match_places(quorum, roster, &approvers);
     let filled: usize = matched.values().map(Vec::len).sum();
     // A quorum that needs nobody is a broken policy: it never approves (fail closed).
-    if quorum.people_needed() > 0 && u64::try_from(filled).unwrap_or(0) == u64::from(quorum.people_needed()) {
+    if quorum.people_needed() > 0 && u64::try_from(filled).unwrap_or(0) == quorum.people_needed() {
         let mut people: Vec<ApproverId> = matched.into_values().flatten().cloned().collect();
         people.sort();
         return Tally::Approved { approvers: people };
@@ -157,8 +157,7 @@ pub fn tally(
     let possible: BTreeSet<&ApproverId> =
         roster.people().filter(|p| *p != responsible && !rejecters.contains(p)).collect();
     let best: usize = match_places(quorum, roster, &possible).values().map(Vec::len).sum();
-    let reachable =
-        quorum.people_needed() > 0 && u64::try_from(best).unwrap_or(0) == u64::from(quorum.people_needed());
+    let reachable = quorum.people_needed() > 0 && u64::try_from(best).unwrap_or(0) == quorum.people_needed();
     Tally::Pending { progress, reachable }
 }
 

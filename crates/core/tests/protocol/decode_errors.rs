@@ -99,6 +99,49 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "canonical.not_canonical",
         ),
         (
+            "unknown member beside kind",
+            replace("\"kind\":\"withdrawal\"}", "\"kind\":\"withdrawal\",\"note\":\"x\"}"),
+            "canonical.invalid_operation",
+        ),
+        (
+            "bidi override in a label",
+            canonical_of("allowlist-add-unicode-label")
+                .replacen("Cold storage", "Cold\u{202E}storage", 1)
+                .into_bytes(),
+            "canonical.invalid_operation",
+        ),
+        (
+            "zero-width space in a name",
+            canonical_of("approver-enroll").replacen("Dave Okafor", "Dave\u{200B}Okafor", 1).into_bytes(),
+            "canonical.invalid_operation",
+        ),
+        (
+            "CIDR with host bits set",
+            canonical_of("api-key-create").replacen("198.51.100.0/24", "198.51.100.1/24", 1).into_bytes(),
+            "canonical.invalid_operation",
+        ),
+        (
+            "credential id not base64url",
+            canonical_of("approver-enroll")
+                .replacen("kZ8n0c2mYH1cXv7pJ3m5Qw", "kZ8n0c2m+H1cXv7pJ3m5Qw", 1)
+                .into_bytes(),
+            "canonical.invalid_operation",
+        ),
+        (
+            "roles out of order",
+            canonical_of("approver-enroll")
+                .replacen("[\"admin\",\"approver\"]", "[\"approver\",\"admin\"]", 1)
+                .into_bytes(),
+            "canonical.not_canonical",
+        ),
+        (
+            "inconsistent embedded policy",
+            canonical_of("policy-update")
+                .replacen("\"approval_ttl_seconds\":3600", "\"approval_ttl_seconds\":0", 1)
+                .into_bytes(),
+            "policy.invalid",
+        ),
+        (
             "set with a duplicate",
             canonical_of("api-key-create")
                 .replacen("[\"read\",\"withdraw\"]", "[\"read\",\"read\",\"withdraw\"]", 1)

@@ -138,6 +138,15 @@ fn deny_rules_match_on_every_field_they_set() {
 }
 
 #[test]
+fn deny_rule_destinations_ignore_ascii_case() {
+    let mut a = withdrawal_action("ETH", "1", "3000");
+    if let Action::Withdrawal(w) = &mut a {
+        w.destination.address = "0x000000000000000000000000000000000000DEAD".into();
+    }
+    assert!(matches!(eval(&a, &calm_context()), Verdict::Deny { .. }));
+}
+
+#[test]
 fn reference_value_in_another_currency_is_denied() {
     let mut a = withdrawal_action("ETH", "1", "3000");
     if let Action::Withdrawal(w) = &mut a {
@@ -357,6 +366,16 @@ fn invalid_policies_are_refused_with_a_reason() {
         ("risk over 100", {
             let mut p = policy();
             p.high_risk.as_mut().unwrap().min_score = 101;
+            p
+        }),
+        ("invisible character in a tier name", {
+            let mut p = policy();
+            p.withdrawal_tiers[0].name = "large\u{202E}".into();
+            p
+        }),
+        ("deny destination with a space", {
+            let mut p = policy();
+            p.deny[0].destination = Some("0x00 dead".into());
             p
         }),
         ("empty tier name", {

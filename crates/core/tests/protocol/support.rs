@@ -181,7 +181,7 @@ pub fn every_kind() -> Vec<(&'static str, Operation)> {
             admin_op(Action::ApproverEnroll(ApproverEnroll {
                 approver: id("dave"),
                 display_name: "Dave Okafor".into(),
-                roles: BTreeSet::from([Role::Approver]),
+                roles: BTreeSet::from([Role::Approver, Role::Admin]),
                 groups: BTreeSet::from([id("risk"), id("traders")]),
                 credential: CredentialSummary {
                     credential_id: "kZ8n0c2mYH1cXv7pJ3m5Qw".into(),

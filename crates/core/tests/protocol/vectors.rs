@@ -79,3 +79,14 @@ fn every_vector_file_is_checked() {
     known.sort();
     assert_eq!(names, known, "a vector file without a fixture (or the reverse)");
 }
+
+#[test]
+fn the_worked_example_in_protocol_md_is_the_withdrawal_vector() {
+    let doc = std::fs::read_to_string(vectors_dir().join("../protocol.md")).unwrap();
+    let (_, op) = every_kind().into_iter().find(|(n, _)| *n == "withdrawal-eth").unwrap();
+    let v = vector_for("withdrawal-eth", &op);
+    for member in ["canonical_utf8", "digest_hex", "digest_base64url", "fingerprint"] {
+        let text = v[member].as_str().unwrap();
+        assert!(doc.contains(text), "docs/protocol.md lacks the current {member}: {text}");
+    }
+}
