@@ -46,6 +46,15 @@ pub fn encode(op: &Operation) -> Result<Vec<u8>> {
         .map_err(|e| Error::InvalidOperation(e.to_string()))
 }
 
+/// RFC 8785 bytes of any serialisable value (for documents other than operations:
+/// audit entries, checkpoints, release documents).
+///
+/// # Errors
+/// [`Error::InvalidOperation`] when the value cannot be written.
+pub fn jcs<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json_canonicalizer::to_vec(value).map_err(|e| Error::InvalidOperation(e.to_string()))
+}
+
 /// Decode canonical bytes into an operation, refusing anything that is not exactly
 /// the canonical encoding of a valid operation.
 ///

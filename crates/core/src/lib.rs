@@ -5,7 +5,8 @@
 //! one operation and decision, how policy judges an operation, and how decisions add
 //! up to a quorum.
 //!
-//! This crate is pure: no I/O, no async, no clock, no randomness. Time (`now`) is a
+//! This crate is pure: no I/O, no async, no clock, no randomness (Ed25519 signing
+//! takes the key as a parameter). Time (`now`) is a
 //! parameter of every function that needs it (`clippy.toml` bans reading the clock).
 //!
 //! | module | what it holds |
@@ -15,6 +16,8 @@
 //! | [`binding`] | the `countersign` clientDataJSON member, [`Decision`] |
 //! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] |
 //! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
+//! | [`risk`] | risk signals about the initiating API key, [`risk::assess`] |
+//! | [`audit`] | the hash-chained audit log, signed checkpoints, [`audit::verify_export`] |
 //! | [`amount`], [`timestamp`], [`id`] | exact decimals, UTC seconds, identifiers |
 //!
 //! The wire format is specified in `docs/protocol.md`, with test vectors under
@@ -26,6 +29,7 @@
 //! trailing-data checks, and two parties could then disagree on what was signed.
 
 pub mod amount;
+pub mod audit;
 pub mod binding;
 pub mod canonical;
 pub mod error;
@@ -33,6 +37,7 @@ pub mod id;
 pub mod operation;
 pub mod policy;
 pub mod quorum;
+pub mod risk;
 pub mod timestamp;
 
 pub use amount::Amount;

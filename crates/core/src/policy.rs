@@ -563,6 +563,33 @@ impl Hold {
     }
 }
 
+/// Transfers in a limit's window and scope, this withdrawal included: `(count,
+/// total value)`, the total `None` on overflow. `None` when the limit does not apply
+/// (a per-key limit and an initiator without a key).
+fn window_usage(
+    limit: &VelocityLimit,
+    w: &Withdrawal,
+    key: Option<&ApiKeyId>,
+    recent: &[RecentTransfer],
+    now: Timestamp,
+) -> Option<(u64, Option<Amount>)> {
+    if limit.scope == VelocityScope::ApiKey && key.is_none() {
+        return None;
+    }
+    let start = now.minus_seconds(i64::try_from(limit.window_seconds).unwrap_or(i64::MAX));
+    let in_scope = |t: &&RecentTransfer| match limit.scope {
+        VelocityScope::ApiKey => t.api_key.as_ref() == key,
+        VelocityScope::Account => t.account == w.account,
+    };
+    let mut count: u64 = 1;
+    let mut value = Some(w.reference_value.amount);
+    for t in recent.iter().filter(in_scope).filter(|t| t.at > start && t.at <= now) {
+        count += 1;
+        value = value.and_then(|v| v.checked_add(t.reference_value));
+    }
+    Some((count, value))
+}
+
 /// Whether `w` would break `limit` given the recent transfers.
 fn velocity_exceeded(
     limit: &VelocityLimit,
@@ -571,23 +598,39 @@ fn velocity_exceeded(
     recent: &[RecentTransfer],
     now: Timestamp,
 ) -> bool {
-    let window = i64::try_from(limit.window_seconds).unwrap_or(i64::MAX);
-    let start = now.minus_seconds(window);
-    let in_scope = |t: &&RecentTransfer| match limit.scope {
-        VelocityScope::ApiKey => key.is_some() && t.api_key.as_ref() == key,
-        VelocityScope::Account => t.account == w.account,
-    };
-    if limit.scope == VelocityScope::ApiKey && key.is_none() {
+    let Some((count, value)) = window_usage(limit, w, key, recent, now) else {
         return false;
-    }
-    let mut count: u64 = 1;
-    let mut value = Some(w.reference_value.amount);
-    for t in recent.iter().filter(in_scope).filter(|t| t.at > start && t.at <= now) {
-        count += 1;
-        value = value.and_then(|v| v.checked_add(t.reference_value));
-    }
+    };
     let over_count = limit.max_count.is_some_and(|max| count > u64::from(max));
     // An overflowing sum is certainly over any budget.
     let over_value = limit.max_reference_value.is_some_and(|max| value.is_none_or(|v| v > max));
     over_count || over_value
+}
+
+/// The largest share (percent, rounded down) of any velocity value budget that `w`
+/// would use, for the risk signals. `None` when no value budget applies.
+#[must_use]
+pub fn velocity_used_percent(
+    policy: &Policy,
+    initiator: &Initiator,
+    w: &Withdrawal,
+    recent: &[RecentTransfer],
+    now: Timestamp,
+) -> Option<u32> {
+    let key = match initiator {
+        Initiator::ApiKey { key_id, .. } => Some(key_id),
+        Initiator::Approver { .. } => None,
+    };
+    let hundred = Amount::parse("100").ok()?;
+    policy
+        .velocity
+        .iter()
+        .filter_map(|limit| {
+            let max = limit.max_reference_value.filter(|m| !m.is_zero())?;
+            let (_, used) = window_usage(limit, w, key, recent, now)?;
+            let Some(used) = used else { return Some(u32::MAX) };
+            let percent = used.checked_mul(hundred)?.as_decimal().checked_div(max.as_decimal())?;
+            Some(rust_decimal::prelude::ToPrimitive::to_u32(&percent.trunc()).unwrap_or(u32::MAX))
+        })
+        .max()
 }

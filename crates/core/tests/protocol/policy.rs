@@ -388,3 +388,16 @@ fn invalid_policies_are_refused_with_a_reason() {
         assert!(matches!(p.validate(), Err(Error::InvalidPolicy(_))), "{name}");
     }
 }
+
+#[test]
+fn velocity_used_percent_reports_the_fullest_value_budget() {
+    let inside = now().minus_seconds(60).to_string();
+    let history = [recent(&inside, "key_mm1", "acct_main", "37000")];
+    let Action::Withdrawal(w) = withdrawal_action("ETH", "1", "3000") else { unreachable!() };
+    // per-key: 40,000 of 50,000 = 80%; per-account: 40,000 of 250,000 = 16%.
+    assert_eq!(velocity_used_percent(&policy(), &api_key_initiator(), &w, &history, now()), Some(80));
+    let by_person = Initiator::Approver { approver: id("alice") };
+    assert_eq!(velocity_used_percent(&policy(), &by_person, &w, &history, now()), Some(16));
+    let none = Policy { velocity: vec![], ..policy() };
+    assert_eq!(velocity_used_percent(&none, &api_key_initiator(), &w, &history, now()), None);
+}

@@ -1,0 +1,255 @@
+//! Configuration: a TOML file, then environment overrides.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8440"
+//! database = "sqlite://data/countersign.db"   # or postgres://user@host/db
+//! data_dir = "data"
+//!
+//! [[assets]]
+//! code = "ETH"
+//! network = "ethereum"
+//! decimals = 18
+//! price = "3012.47"            # in the policy's reference currency
+//! address_format = "evm"
+//!
+//! [policy]                      # the initial policy (version 1); later versions
+//! ...                           # are PolicyUpdate operations
+//! ```
+//!
+//! Environment: `COUNTERSIGN_LISTEN`, `COUNTERSIGN_DATABASE`, `COUNTERSIGN_DATA_DIR`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use countersign_core::Amount;
+use countersign_core::id::{AssetCode, NetworkId};
+use countersign_core::policy::Policy;
+use serde::Deserialize;
+
+use crate::assets::{AddressFormat, MemoRule};
+
+/// A database URL. `Debug` and `Display` show only the scheme, never credentials.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wrap a URL.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL itself, for the driver only.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True for `postgres://` and `postgresql://`.
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split("://").next().unwrap_or("?");
+        write!(f, "{scheme}://<redacted>")
+    }
+}
+
+/// One listed asset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Ticker.
+    pub code: AssetCode,
+    /// Network it is withdrawn on.
+    pub network: NetworkId,
+    /// Most fractional digits an amount may have.
+    pub decimals: u32,
+    /// Price of one unit in the policy's reference currency (static; a price feed
+    /// plugs in behind the same interface).
+    pub price: Amount,
+    /// How addresses on this network are checked.
+    pub address_format: AddressFormat,
+    /// Whether a memo / destination tag is required, optional or refused.
+    #[serde(default)]
+    pub memo: MemoRule,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`. Defaults to `<data_dir>/countersign.db`.
+    #[serde(default)]
+    pub database: Option<DatabaseUrl>,
+    /// Where the SQLite database and the key file live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The gateway key file; defaults to `<data_dir>/gateway-keys`.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How far a request's timestamp may be from the gateway's clock, in seconds.
+    #[serde(default = "default_window")]
+    pub signature_window_seconds: i64,
+    /// How often pending operations are checked for expiry, in seconds.
+    #[serde(default = "default_sweep")]
+    pub sweep_interval_seconds: u64,
+    /// Sign an audit checkpoint after this many new entries.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Listed assets.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+    /// The initial policy, stored as version 1 on first start.
+    pub policy: Policy,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8440))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_window() -> i64 {
+    30
+}
+fn default_sweep() -> u64 {
+    5
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parse TOML text and check it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the problem.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: origin.to_owned(), message };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.policy.validate().map_err(|e| invalid(format!("[policy]: {e}")))?;
+        if config.policy.version != 1 {
+            return Err(invalid("[policy]: the initial policy must be version 1".into()));
+        }
+        if config.signature_window_seconds <= 0 || config.signature_window_seconds > 300 {
+            return Err(invalid("signature_window_seconds must be 1..=300".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &config.assets {
+            if !seen.insert((a.code.clone(), a.network.clone())) {
+                return Err(invalid(format!("asset {} on {} is listed twice", a.code, a.network)));
+            }
+            if a.decimals > 28 {
+                return Err(invalid(format!("asset {}: decimals must be at most 28", a.code)));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Read a file, then apply environment overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is unreadable or invalid.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config = Self::from_toml(&text, path)?;
+        config
+            .apply_env(|name| std::env::var(name).ok())
+            .map_err(|message| ConfigError::Invalid { path: PathBuf::from("environment"), message })?;
+        Ok(config)
+    }
+
+    /// Apply `COUNTERSIGN_*` overrides from `lookup`.
+    ///
+    /// # Errors
+    /// A message naming the variable that does not parse.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        if let Some(v) = lookup("COUNTERSIGN_LISTEN") {
+            self.listen = v.parse().map_err(|_| format!("COUNTERSIGN_LISTEN: not an address: {v:?}"))?;
+        }
+        if let Some(v) = lookup("COUNTERSIGN_DATABASE") {
+            self.database = Some(DatabaseUrl::new(v));
+        }
+        if let Some(v) = lookup("COUNTERSIGN_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    #[must_use]
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database.clone().unwrap_or_else(|| {
+            DatabaseUrl::new(format!("sqlite://{}?mode=rwc", self.data_dir.join("countersign.db").display()))
+        })
+    }
+
+    /// The key file in effect.
+    #[must_use]
+    pub fn keys_path(&self) -> PathBuf {
+        self.keys_file.clone().unwrap_or_else(|| self.data_dir.join("gateway-keys"))
+    }
+
+    /// The listed asset on a network.
+    #[must_use]
+    pub fn asset(&self, code: &AssetCode, network: &NetworkId) -> Option<&AssetConfig> {
+        self.assets.iter().find(|a| &a.code == code && &a.network == network)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_never_print_credentials() {
+        let url = DatabaseUrl::new("postgres://admin:hunter2@db.internal/countersign");
+        assert_eq!(format!("{url}"), "postgres://<redacted>");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(url.is_postgres());
+    }
+}

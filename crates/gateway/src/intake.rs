@@ -1,0 +1,307 @@
+//! Withdrawal intake: validate, assess risk, judge by policy, store, release or hold.
+
+use std::time::Duration;
+
+use countersign_core::canonical;
+use countersign_core::id::{AccountId, AssetCode, NetworkId, OperationId};
+use countersign_core::operation::{Action, Destination, Initiator, Operation, ReferenceValue, Withdrawal};
+use countersign_core::policy::{Context, DenyReason, Verdict, evaluate, velocity_used_percent};
+use countersign_core::risk::{BASELINE_SECONDS, RiskAssessment, RiskInput, assess};
+use countersign_core::{Amount, Digest, Timestamp};
+use data_encoding::{BASE32_NOPAD, HEXLOWER};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::AppState;
+use crate::assets::{MemoRule, check_address};
+use crate::error::{Error, Result};
+use crate::keys::random_bytes;
+use crate::release::certificate;
+use crate::store::{ApiKeyRecord, AuditEvent, Inserted, NewOperation, OpState, OperationRecord};
+
+/// The body of `POST /v1/withdrawals`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    /// Account the funds leave.
+    pub account: String,
+    /// Asset ticker.
+    pub asset: String,
+    /// Network.
+    pub network: String,
+    /// Decimal string in asset units, e.g. `"12.5"`; numbers are refused.
+    pub amount: String,
+    /// Destination.
+    pub destination: DestinationRequest,
+}
+
+/// Destination in a withdrawal request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationRequest {
+    /// Address.
+    pub address: String,
+    /// Memo / destination tag.
+    #[serde(default)]
+    pub memo: Option<String>,
+}
+
+/// A fresh, time-ordered operation id: `op_` + 26 base32 characters (48 bits of
+/// seconds, 80 random bits).
+///
+/// # Errors
+/// When the OS has no randomness.
+pub fn new_operation_id(now: Timestamp) -> Result<OperationId> {
+    let mut raw = [0u8; 16];
+    raw[..6].copy_from_slice(&now.unix().to_be_bytes()[2..]);
+    raw[6..].copy_from_slice(&random_bytes::<10>().map_err(Error::internal)?);
+    let text = BASE32_NOPAD.encode(&raw).to_ascii_lowercase();
+    OperationId::new(format!("op_{text}")).map_err(Error::internal)
+}
+
+fn validate(
+    state: &AppState,
+    req: &WithdrawalRequest,
+) -> Result<(AccountId, AssetCode, NetworkId, Amount, Destination, Amount)> {
+    let field = |name: &'static str, e: countersign_core::Error| {
+        Error::bad_request("request.invalid_field", format!("{name}: {e}"))
+    };
+    let account = AccountId::new(&req.account).map_err(|e| field("account", e))?;
+    let asset = AssetCode::new(&req.asset).map_err(|e| field("asset", e))?;
+    let network = NetworkId::new(&req.network).map_err(|e| field("network", e))?;
+    let listed = state.config.asset(&asset, &network).ok_or_else(|| {
+        Error::bad_request("request.unknown_asset", format!("{asset} on {network} is not a listed asset"))
+    })?;
+    let amount = Amount::parse_lenient(&req.amount).map_err(|_| {
+        Error::bad_request(
+            "request.bad_amount",
+            format!("amount {:?} is not a non-negative decimal string such as \"12.5\"", req.amount),
+        )
+    })?;
+    if amount.is_zero() {
+        return Err(Error::bad_request("request.zero_amount", "amount must be greater than zero"));
+    }
+    if amount.scale() > listed.decimals {
+        return Err(Error::bad_request(
+            "request.amount_precision",
+            format!("{asset} has {} decimals; {} has {}", listed.decimals, amount, amount.scale()),
+        ));
+    }
+    check_address(listed.address_format, &req.destination.address).map_err(|why| {
+        Error::bad_request("request.bad_address", format!("destination.address: {why} for {network}"))
+    })?;
+    match (listed.memo, &req.destination.memo) {
+        (MemoRule::Required, None) => {
+            return Err(Error::bad_request(
+                "request.bad_memo",
+                format!("{network} withdrawals need a memo / destination tag"),
+            ));
+        }
+        (MemoRule::None, Some(_)) => {
+            return Err(Error::bad_request("request.bad_memo", format!("{network} has no memo; remove it")));
+        }
+        _ => {}
+    }
+    let destination =
+        Destination { address: req.destination.address.clone(), memo: req.destination.memo.clone() };
+    let value = amount
+        .checked_mul(listed.price)
+        .ok_or_else(|| Error::bad_request("request.bad_amount", "amount too large"))?;
+    Ok((account, asset, network, amount, destination, value))
+}
+
+/// What intake answers.
+#[derive(Debug)]
+pub struct IntakeOutcome {
+    /// The stored operation.
+    pub record: OperationRecord,
+    /// False when an earlier identical request is being answered again.
+    pub created: bool,
+}
+
+/// Handle one authenticated withdrawal request.
+///
+/// # Errors
+/// `request.*` for bad input (nothing stored); `request.idempotency_conflict` when
+/// the idempotency key was used for a different body; store errors.
+pub async fn submit(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    idempotency_key: &str,
+    body: &[u8],
+    source_ip: std::net::IpAddr,
+    now: Timestamp,
+) -> Result<IntakeOutcome> {
+    let request_hash = HEXLOWER.encode(&Sha256::digest(body));
+    if let Some(existing) = state.store.operation_by_idempotency(key.id.as_str(), idempotency_key).await? {
+        return replay(existing, &request_hash);
+    }
+    let req: WithdrawalRequest = serde_json::from_slice(body).map_err(|e| {
+        let code =
+            if e.is_syntax() || e.is_eof() { "request.malformed_json" } else { "request.invalid_body" };
+        Error::bad_request(code, format!("request body: {e}"))
+    })?;
+    let (account, asset, network, amount, destination, value) = validate(state, &req)?;
+    let policy = state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
+    let initiator = Initiator::ApiKey { key_id: key.id.clone(), owner: key.owner.clone(), source_ip };
+    let withdrawal = Withdrawal {
+        account: account.clone(),
+        asset,
+        network: network.clone(),
+        amount,
+        destination: destination.clone(),
+        reference_value: ReferenceValue { currency: policy.reference_currency.clone(), amount: value },
+    };
+
+    let longest_window = policy.velocity.iter().map(|v| v.window_seconds).max().unwrap_or(0);
+    let lookback = i64::try_from(longest_window).unwrap_or(i64::MAX).max(BASELINE_SECONDS);
+    let (recent, history) = state
+        .store
+        .recent_withdrawals(key.id.as_str(), account.as_str(), now.minus_seconds(lookback))
+        .await?;
+    let destination_status = state.store.allowlist_status(&account, &network, &destination.address).await?;
+    let risk: RiskAssessment = assess(
+        &RiskInput {
+            key_created_at: key.created_at,
+            history: &history,
+            destination_used_before: state
+                .store
+                .destination_used(account.as_str(), network.as_str(), &destination.address)
+                .await?,
+            source_ip,
+            reference_value: value,
+            velocity_used_percent: velocity_used_percent(&policy, &initiator, &withdrawal, &recent, now),
+        },
+        now,
+    );
+    let action = Action::Withdrawal(withdrawal);
+    let verdict = match key.max_reference_value {
+        Some(max) if value > max => Verdict::Deny {
+            reason: DenyReason::Rule {
+                message: format!(
+                    "exceeds this API key's per-request limit of {max} {}",
+                    policy.reference_currency
+                ),
+            },
+        },
+        _ => {
+            let ctx = Context { destination: destination_status, recent: &recent, risk_score: risk.score };
+            evaluate(&policy, &initiator, &action, &ctx, now)
+        }
+    };
+    let ttl = i64::try_from(policy.approval_ttl_seconds).unwrap_or(i64::MAX);
+    let (state_after, expires_at) = match &verdict {
+        Verdict::Allow => (OpState::Released, now.plus_seconds(ttl)),
+        Verdict::RequireApproval { expires_at, .. } => (OpState::Pending, *expires_at),
+        Verdict::Deny { .. } => (OpState::Denied, now.plus_seconds(ttl)),
+    };
+    let operation = Operation {
+        id: new_operation_id(now)?,
+        created_at: now,
+        expires_at,
+        policy_version: policy.version,
+        initiator,
+        action,
+    };
+    operation.validate()?;
+    let digest = Digest::of(&operation)?;
+    let digest_hex = digest.to_hex();
+    let actor = format!("api_key:{}", key.id);
+    let verdict_json = serde_json::to_value(&verdict).map_err(Error::internal)?;
+    let risk_json = serde_json::to_value(&risk).map_err(Error::internal)?;
+    let mut events = vec![
+        AuditEvent::new(actor.clone(), "operation.received")
+            .operation(&operation.id, &digest_hex)
+            .detail("source_ip", source_ip.to_string())
+            .detail("risk_score", risk.score),
+    ];
+    let outcome_event = match state_after {
+        OpState::Released => "operation.released",
+        OpState::Pending => "operation.pending",
+        _ => "operation.denied",
+    };
+    events.push(
+        AuditEvent::new(actor, outcome_event)
+            .operation(&operation.id, &digest_hex)
+            .detail("verdict", verdict_json.to_string()),
+    );
+    let cert = match state_after {
+        OpState::Released => Some(certificate(&operation, &state.keys, "allowed_by_policy", now)?),
+        _ => None,
+    };
+    let new = NewOperation {
+        operation,
+        state: state_after,
+        verdict: verdict_json,
+        risk: Some(risk_json),
+        idempotency_key: Some(idempotency_key.to_owned()),
+        request_hash: Some(request_hash.clone()),
+    };
+    match state.store.insert_operation(new, &events, cert.as_ref(), now).await? {
+        Inserted::New(record) => {
+            state.metrics.withdrawal(record.state);
+            Ok(IntakeOutcome { record, created: true })
+        }
+        // Another request with the same idempotency key won a race.
+        Inserted::Existing(existing) => replay(existing, &request_hash),
+    }
+}
+
+fn replay(existing: OperationRecord, request_hash: &str) -> Result<IntakeOutcome> {
+    if existing.request_hash.as_deref() != Some(request_hash) {
+        return Err(Error::new(
+            axum::http::StatusCode::CONFLICT,
+            "request.idempotency_conflict",
+            "this idempotency key was already used with a different request body",
+        ));
+    }
+    Ok(IntakeOutcome { record: existing, created: false })
+}
+
+/// The JSON an initiator (or approver) sees for an operation.
+#[must_use]
+pub fn operation_view(record: &OperationRecord) -> Value {
+    let fingerprint = Digest::of(&record.operation).map(|d| d.fingerprint().to_string()).unwrap_or_default();
+    let canonical = canonical::encode(&record.operation).ok().and_then(|b| String::from_utf8(b).ok());
+    json!({
+        "state": record.state,
+        "operation": record.operation,
+        "canonical": canonical,
+        "digest": record.digest,
+        "fingerprint": fingerprint,
+        "verdict": record.verdict,
+        "risk": record.risk,
+        "updated_at": record.updated_at,
+    })
+}
+
+/// Expire pending operations whose time is up; runs in the background.
+pub async fn sweep_forever(state: AppState) {
+    let every = Duration::from_secs(state.config.sweep_interval_seconds.max(1));
+    loop {
+        let now = state.clock.now();
+        if let Err(e) = sweep_once(&state, now).await {
+            tracing::warn!(error = %e, "sweep failed; will retry");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One sweep: expire due operations, forget old nonces, sign a checkpoint if due.
+///
+/// # Errors
+/// Store errors (the next sweep retries).
+pub async fn sweep_once(state: &AppState, now: Timestamp) -> Result<usize> {
+    let mut expired = 0;
+    for (id, digest) in state.store.due_for_expiry(now, 500).await? {
+        let event = AuditEvent::new("gateway", "operation.expired").operation(&id, &digest);
+        if state.store.transition(&id, OpState::Pending, OpState::Expired, None, &event, now).await? {
+            expired += 1;
+            state.metrics.expired();
+        }
+    }
+    state.store.sweep_nonces(now).await?;
+    state.store.checkpoint_if_due(state.keys.signing_key(), state.config.checkpoint_every, now).await?;
+    Ok(expired)
+}

@@ -1,0 +1,313 @@
+//! # countersign-gateway
+//!
+//! The exchange-side service that stops a stolen API key from moving large sums:
+//! it authenticates API-key requests, judges each withdrawal by policy, holds what
+//! needs people, keeps the audit chain and releases exactly once to settlement.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`auth`] | API-key request signatures (Ed25519, HMAC-SHA256), nonces, allowlists |
+//! | [`intake`] | `POST /v1/withdrawals`: validation, risk, policy, storage; expiry sweep |
+//! | [`release`] | the signed document settlement receives |
+//! | [`store`] | SQLite / PostgreSQL, the audit chain, exactly-once transitions |
+//! | [`assets`] | listed assets and address checks per network |
+//! | [`config`], [`keys`], [`clock`], [`metrics`], [`error`] | the edges |
+//!
+//! HTTP handlers below are adapters: they read the request, call one function,
+//! and map its result to a response.
+
+pub mod assets;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod intake;
+pub mod keys;
+pub mod metrics;
+pub mod release;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use countersign_core::operation::Scope;
+use data_encoding::BASE64URL_NOPAD;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::RequestParts;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::GatewayKeys;
+use crate::metrics::Metrics;
+use crate::store::{ApiKeyRecord, OpState, OperationFilter, Store};
+
+/// The OpenAPI document, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Everything a request handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The gateway's secrets.
+    pub keys: Arc<GatewayKeys>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Connect to the database, load (or create) the keys, store the initial policy.
+    ///
+    /// # Errors
+    /// Unreachable database, unreadable key file.
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self> {
+        let store = Store::connect(&config.database_url()).await?;
+        let keys = GatewayKeys::load_or_create(&config.keys_path())
+            .map_err(|e| Error::internal(format!("key file {}: {e}", config.keys_path().display())))?;
+        store.ensure_policy(&config.policy, clock.now()).await?;
+        Ok(AppState {
+            store,
+            keys: Arc::new(keys),
+            config: Arc::new(config),
+            clock,
+            metrics: Metrics::default(),
+        })
+    }
+}
+
+/// The HTTP API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/withdrawals", post(post_withdrawal))
+        .route("/v1/operations", get(list_operations))
+        .route("/v1/operations/{id}", get(get_operation))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serve on `listener` until the process is stopped; the expiry sweep runs beside it.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    tokio::spawn(intake::sweep_forever(state.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await
+}
+
+fn body_bytes(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", "request body is too large")
+        } else {
+            Error::bad_request("request.unreadable_body", r.body_text())
+        }
+    })
+}
+
+/// Authenticate an API-key request for a scope.
+async fn api_key(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: SocketAddr,
+    scope: Scope,
+) -> Result<ApiKeyRecord> {
+    let parts = RequestParts { method, uri, headers, body, peer: peer.ip() };
+    auth::authenticate(
+        &state.store,
+        &state.keys,
+        &parts,
+        scope,
+        state.config.signature_window_seconds,
+        state.clock.now(),
+    )
+    .await
+}
+
+fn respond(state: &AppState, result: Result<Response>) -> Response {
+    result.unwrap_or_else(|e| {
+        state.metrics.refusal(e.code);
+        e.into_response()
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        Error::bad_request("request.missing_idempotency_key", "the Idempotency-Key header is required")
+    })?;
+    value
+        .to_str()
+        .ok()
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::bad_request(
+                "request.bad_idempotency_key",
+                "Idempotency-Key: 1 to 64 of A-Z a-z 0-9 - _ . :",
+            )
+        })
+}
+
+async fn post_withdrawal(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body_bytes(body)?;
+        let key = api_key(&state, &method, &uri, &headers, &body, peer, Scope::Withdraw).await?;
+        let idem = idempotency_key(&headers)?;
+        let outcome = intake::submit(&state, &key, &idem, &body, peer.ip(), state.clock.now()).await?;
+        Ok(withdrawal_response(&outcome))
+    }
+    .await;
+    respond(&state, result)
+}
+
+fn withdrawal_response(outcome: &intake::IntakeOutcome) -> Response {
+    let mut view = intake::operation_view(&outcome.record);
+    let status = match outcome.record.state {
+        OpState::Released => StatusCode::CREATED,
+        OpState::Pending => StatusCode::ACCEPTED,
+        _ => {
+            view["error"] = json!({
+                "code": "policy.denied",
+                "message": "the policy refuses this withdrawal; see verdict.reason",
+            });
+            StatusCode::FORBIDDEN
+        }
+    };
+    let mut response = (status, axum::Json(view)).into_response();
+    if !outcome.created {
+        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn get_operation(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let key = api_key(&state, &method, &uri, &headers, b"", peer, Scope::Read).await?;
+        let record = state
+            .store
+            .operation(&id)
+            .await?
+            .filter(|r| initiated_by(r, &key))
+            .ok_or_else(|| Error::not_found("operation"))?;
+        Ok(axum::Json(intake::operation_view(&record)).into_response())
+    }
+    .await;
+    respond(&state, result)
+}
+
+fn initiated_by(record: &store::OperationRecord, key: &ApiKeyRecord) -> bool {
+    matches!(&record.operation.initiator, countersign_core::Initiator::ApiKey { key_id, .. } if *key_id == key.id)
+}
+
+/// Query of `GET /v1/operations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(created_at: i64, id: &str) -> String {
+    BASE64URL_NOPAD.encode(format!("{created_at}:{id}").as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<(i64, String)> {
+    let bad = || Error::bad_request("request.bad_cursor", "cursor is not one this gateway issued");
+    let text = BASE64URL_NOPAD
+        .decode(cursor.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (t, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((t.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+async fn list_operations(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let key = api_key(&state, &method, &uri, &headers, b"", peer, Scope::Read).await?;
+        let Query(q) = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?;
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(Error::bad_request("request.bad_query", "limit must be 1..=200"));
+        }
+        let filter = OperationFilter {
+            state: q.state.as_deref().map(str::parse).transpose()?,
+            api_key: Some(key.id.as_str().to_owned()),
+            before: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        };
+        let page = state.store.operations(&filter, limit).await?;
+        let next = (page.len() == usize::try_from(limit).unwrap_or(0))
+            .then(|| {
+                page.last().map(|r| encode_cursor(r.operation.created_at.unix(), r.operation.id.as_str()))
+            })
+            .flatten();
+        let items: Vec<_> = page.iter().map(intake::operation_view).collect();
+        Ok(axum::Json(json!({ "operations": items, "next_cursor": next })).into_response())
+    }
+    .await;
+    respond(&state, result)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(json!({"status": "ok"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

@@ -1,0 +1,352 @@
+//! `countersign-gateway`: the server, and the host-side administration commands.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use countersign_core::Amount;
+use countersign_core::id::{AccountId, ApiKeyId, ApproverId, NetworkId};
+use countersign_core::operation::{Scope, SigningAlgorithm};
+use countersign_gateway::clock::{Clock, SystemClock};
+use countersign_gateway::config::Config;
+use countersign_gateway::keys::random_bytes;
+use countersign_gateway::store::ApiKeyRecord;
+use countersign_gateway::{AppState, serve};
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+
+/// Countersign gateway: holds API-key withdrawals until enough people approve them
+/// with hardware keys, and releases each exactly once.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "COUNTERSIGN_CONFIG", default_value = "countersign.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Manage API keys (run on the gateway host).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Freeze every API key at once (break glass). Unfreezing needs an approved
+    /// Unfreeze operation.
+    Freeze {
+        /// Why (recorded in the audit chain).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Add an allowlisted destination (bootstrap path on the gateway host; audited).
+    #[command(subcommand)]
+    Allowlist(AllowlistCommand),
+    /// Export, verify or checkpoint the audit chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Algorithm {
+    /// Ed25519: give the key's public half with --public-key (preferred).
+    Ed25519,
+    /// HMAC-SHA256: the secret is printed once and never stored.
+    Hmac,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key.
+    Create {
+        /// Key id, e.g. key_mm1.
+        #[arg(long)]
+        id: String,
+        /// The person responsible for it (never counts as an approver of its withdrawals).
+        #[arg(long)]
+        owner: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// How it signs.
+        #[arg(long, value_enum)]
+        algorithm: Algorithm,
+        /// Ed25519 public key, base64url (32 bytes).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Scopes: read, withdraw (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// Allowed source CIDR blocks (repeat or comma-separate); none allows nothing.
+        #[arg(long = "allow-ip", value_delimiter = ',')]
+        allow_ip: Vec<String>,
+        /// Refuse single withdrawals worth more than this (reference currency).
+        #[arg(long)]
+        max_value: Option<String>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+    /// List keys.
+    List,
+    /// Revoke a key at once.
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AllowlistCommand {
+    /// Add an address.
+    Add {
+        /// Account.
+        #[arg(long)]
+        account: String,
+        /// Network.
+        #[arg(long)]
+        network: String,
+        /// Address.
+        #[arg(long)]
+        address: String,
+        /// Label.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the chain as JSON lines.
+    Export,
+    /// Sign a checkpoint of the current head now.
+    Checkpoint,
+    /// Verify an export offline; names the first broken entry.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// The gateway public key (base64url); by default, this gateway's.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+fn done(message: String) -> Result<(), String> {
+    println!("{message}");
+    Ok(())
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Verifying an export needs no database when the key is given.
+    if let Command::Audit(AuditCommand::Verify { file, key: Some(key) }) = &cli.command {
+        return verify_export(file, key);
+    }
+    let listen = config.listen;
+    let state = match AppState::open(config, clock.clone()).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let now = clock.now();
+    let result = match cli.command {
+        Command::Serve => {
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
+            };
+            tracing::info!(%listen, database = %state.config.database_url(), "countersign gateway listening");
+            serve(state, listener).await.map_err(|e| e.to_string())
+        }
+        Command::ApiKey(cmd) => api_key(&state, cmd, now).await,
+        Command::Freeze { reason } => match state.store.freeze("host", &reason, now).await {
+            Ok(true) => done("all API keys are frozen".into()),
+            Ok(false) => done("already frozen".into()),
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Allowlist(AllowlistCommand::Add { account, network, address, label }) => {
+            allowlist_add(&state, &account, &network, &address, &label, now).await
+        }
+        Command::Audit(AuditCommand::Export) => {
+            state.store.audit_export().await.map(|t| print!("{t}")).map_err(|e| e.to_string())
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            match state.store.checkpoint_if_due(state.keys.signing_key(), 0, now).await {
+                Ok(Some(seq)) => done(format!("checkpoint signed at entry {seq}")),
+                Ok(None) => done("nothing new since the last checkpoint".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Audit(AuditCommand::Verify { file, key }) => {
+            let own = BASE64URL_NOPAD.encode(state.keys.verifying_key().as_bytes());
+            return verify_export(&file, key.as_deref().unwrap_or(&own));
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn verify_export(file: &std::path::Path, key: &str) -> ExitCode {
+    let key = match BASE64URL_NOPAD
+        .decode(key.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+    {
+        Some(k) => k,
+        None => return fail("--key must be a base64url Ed25519 public key"),
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", file.display())),
+    };
+    match countersign_core::audit::verify_export(&text, &key) {
+        Ok(s) => {
+            println!(
+                "OK: {} entries, {} signed checkpoints, head {}, {} entries after the last checkpoint",
+                s.entries, s.checkpoints, s.head, s.unsigned_tail
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("audit chain does not verify: {e}")),
+    }
+}
+
+async fn allowlist_add(
+    state: &AppState,
+    account: &str,
+    network: &str,
+    address: &str,
+    label: &str,
+    now: countersign_core::Timestamp,
+) -> Result<(), String> {
+    let account = AccountId::new(account).map_err(|e| e.to_string())?;
+    let network = NetworkId::new(network).map_err(|e| e.to_string())?;
+    match state.store.add_allowlist(&account, &network, address, label, "host", now).await {
+        Ok(true) => done(format!("allowlisted {address} for {account} on {network}")),
+        Ok(false) => done("already allowlisted".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn api_key(
+    state: &AppState,
+    cmd: ApiKeyCommand,
+    now: countersign_core::Timestamp,
+) -> Result<(), String> {
+    match cmd {
+        ApiKeyCommand::Create {
+            id,
+            owner,
+            label,
+            algorithm,
+            public_key,
+            scope,
+            allow_ip,
+            max_value,
+            expires_in_days,
+        } => {
+            let scopes = scope
+                .iter()
+                .map(|s| match s.as_str() {
+                    "read" => Ok(Scope::Read),
+                    "withdraw" => Ok(Scope::Withdraw),
+                    other => Err(format!("unknown scope {other:?} (read, withdraw)")),
+                })
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            for cidr in &allow_ip {
+                cidr.parse::<ipnet::IpNet>()
+                    .map_err(|_| format!("--allow-ip {cidr:?} is not a CIDR block"))?;
+            }
+            let (algorithm, public_key, salt) = match algorithm {
+                Algorithm::Ed25519 => {
+                    let pk = public_key.ok_or("--public-key is required for ed25519")?;
+                    BASE64URL_NOPAD
+                        .decode(pk.as_bytes())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+                        .ok_or("--public-key must be a base64url Ed25519 public key")?;
+                    (SigningAlgorithm::Ed25519, Some(pk), None)
+                }
+                Algorithm::Hmac => {
+                    let salt = random_bytes::<16>().map_err(|e| e.to_string())?;
+                    (SigningAlgorithm::HmacSha256, None, Some(HEXLOWER.encode(&salt)))
+                }
+            };
+            let record = ApiKeyRecord {
+                id: ApiKeyId::new(&id).map_err(|e| e.to_string())?,
+                owner: ApproverId::new(&owner).map_err(|e| e.to_string())?,
+                label,
+                algorithm,
+                public_key,
+                hmac_salt: salt.clone(),
+                scopes,
+                ip_allowlist: allow_ip,
+                max_reference_value: max_value
+                    .map(|m| Amount::parse_lenient(&m))
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
+                created_at: now,
+                expires_at: expires_in_days.map(|d| now.plus_seconds(d * 86_400)),
+                revoked_at: None,
+                last_used_at: None,
+                last_used_ip: None,
+            };
+            state.store.insert_api_key(&record, now).await.map_err(|e| e.to_string())?;
+            println!("created API key {id}");
+            if let Some(salt) = salt {
+                let salt = HEXLOWER.decode(salt.as_bytes()).map_err(|e| e.to_string())?;
+                let secret = state.keys.api_key_secret(&id, &salt);
+                println!(
+                    "HMAC secret (shown once, store it in the bot's secret store): {}",
+                    secret.to_base64url()
+                );
+            }
+            Ok(())
+        }
+        ApiKeyCommand::List => {
+            for k in state.store.api_keys().await.map_err(|e| e.to_string())? {
+                let status = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{:<20} {:<8} owner={:<12} scopes={:?} allow={:?} last_used={}",
+                    k.id.as_str(),
+                    status,
+                    k.owner.as_str(),
+                    k.scopes,
+                    k.ip_allowlist,
+                    k.last_used_at.map_or("never".into(), |t| t.to_string())
+                );
+            }
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { id } => match state.store.revoke_api_key(&id, "host", now).await {
+            Ok(true) => done(format!("revoked {id}")),
+            Ok(false) => Err(format!("no active API key {id}")),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}

@@ -1,0 +1,1212 @@
+//! Storage: SQLite (embedded, one node) and PostgreSQL (several gateway instances).
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver; the few dialect
+//! differences are in [`Backend`]. Rules every method keeps:
+//! - A change to an operation and its audit entries commit in one transaction, before
+//!   the HTTP answer: nothing is acknowledged that is not durable.
+//! - State changes are conditional (`UPDATE … WHERE state = 'pending'`), so a
+//!   transition happens exactly once even when instances race.
+//! - Audit appends come last in a transaction and lock `audit_head`, so appends are
+//!   serialised and lock order is always operation rows first, then the head.
+//! - Placeholders are `$1, $2, …` in ascending order of first use (SQLite numbers
+//!   `$N` parameters by first appearance).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use countersign_core::audit::{AuditEntry, Checkpoint, HashedEntry, SignedCheckpoint};
+use countersign_core::canonical;
+use countersign_core::id::{AccountId, ApiKeyId, ApproverId, NetworkId, OperationId};
+use countersign_core::operation::{Operation, Scope, SigningAlgorithm};
+use countersign_core::policy::{DestinationStatus, Policy, RecentTransfer};
+use countersign_core::risk::PastWithdrawal;
+use countersign_core::{Amount, Timestamp};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::config::DatabaseUrl;
+use crate::error::{Error, Result};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One file, WAL journal, one writer connection.
+    Sqlite,
+    /// A shared server; appends lock `audit_head` with `FOR UPDATE`.
+    Postgres,
+}
+
+/// Lifecycle state of a stored operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpState {
+    /// Refused by policy; never released.
+    Denied,
+    /// Waiting for decisions.
+    Pending,
+    /// Quorum reached, about to be released.
+    Approved,
+    /// Handed to settlement (exactly once).
+    Released,
+    /// Vetoed.
+    Rejected,
+    /// Ran out of time.
+    Expired,
+    /// Withdrawn by its initiator.
+    Cancelled,
+}
+
+impl OpState {
+    /// The wire and database name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Denied => "denied",
+            OpState::Pending => "pending",
+            OpState::Approved => "approved",
+            OpState::Released => "released",
+            OpState::Rejected => "rejected",
+            OpState::Expired => "expired",
+            OpState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for OpState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "denied" => OpState::Denied,
+            "pending" => OpState::Pending,
+            "approved" => OpState::Approved,
+            "released" => OpState::Released,
+            "rejected" => OpState::Rejected,
+            "expired" => OpState::Expired,
+            "cancelled" => OpState::Cancelled,
+            other => {
+                return Err(Error::bad_request(
+                    "request.bad_state",
+                    format!("unknown operation state {other:?}"),
+                ));
+            }
+        })
+    }
+}
+
+/// An API key as stored. Holds no secret: Ed25519 keys are public, HMAC secrets are
+/// derived from the gateway's master key and the salt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRecord {
+    /// Id.
+    pub id: ApiKeyId,
+    /// Responsible person.
+    pub owner: ApproverId,
+    /// What it is for.
+    pub label: String,
+    /// How it signs.
+    pub algorithm: SigningAlgorithm,
+    /// Ed25519 public key, base64url.
+    pub public_key: Option<String>,
+    /// HMAC salt, hex.
+    #[serde(skip)]
+    pub hmac_salt: Option<String>,
+    /// Scopes.
+    pub scopes: BTreeSet<Scope>,
+    /// Allowed source CIDR blocks; empty allows none.
+    pub ip_allowlist: Vec<String>,
+    /// Largest reference value one request may move (deny above).
+    pub max_reference_value: Option<Amount>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Stops working at.
+    pub expires_at: Option<Timestamp>,
+    /// Revoked at.
+    pub revoked_at: Option<Timestamp>,
+    /// Last authenticated use.
+    pub last_used_at: Option<Timestamp>,
+    /// Address of the last authenticated use.
+    pub last_used_ip: Option<String>,
+}
+
+/// An operation as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperationRecord {
+    /// The operation (decoded strictly from the stored canonical bytes).
+    pub operation: Operation,
+    /// Its state.
+    pub state: OpState,
+    /// Canonical digest, hex.
+    pub digest: String,
+    /// The policy verdict, JSON.
+    pub verdict: Value,
+    /// Risk assessment, JSON.
+    pub risk: Option<Value>,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Client idempotency key.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request body, hex (for idempotency conflicts).
+    #[serde(skip)]
+    pub request_hash: Option<String>,
+}
+
+/// What an operation row needs besides the operation itself.
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    /// The operation.
+    pub operation: Operation,
+    /// Initial state: denied, pending or released.
+    pub state: OpState,
+    /// Policy verdict, JSON.
+    pub verdict: Value,
+    /// Risk assessment, JSON.
+    pub risk: Option<Value>,
+    /// Client idempotency key.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request body, hex.
+    pub request_hash: Option<String>,
+}
+
+/// An event for the audit chain.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Who caused it.
+    pub actor: String,
+    /// What happened.
+    pub event: &'static str,
+    /// The operation concerned and its digest (hex).
+    pub operation: Option<(OperationId, String)>,
+    /// Details: strings, integers, booleans.
+    pub details: Map<String, Value>,
+}
+
+impl AuditEvent {
+    /// An event without an operation.
+    pub fn new(actor: impl Into<String>, event: &'static str) -> Self {
+        AuditEvent { actor: actor.into(), event, operation: None, details: Map::new() }
+    }
+
+    /// Attach the operation.
+    #[must_use]
+    pub fn operation(mut self, id: &OperationId, digest: &str) -> Self {
+        self.operation = Some((id.clone(), digest.to_owned()));
+        self
+    }
+
+    /// Add a detail.
+    #[must_use]
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// Result of inserting an operation.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored now.
+    New(OperationRecord),
+    /// The same API key already used this idempotency key.
+    Existing(OperationRecord),
+}
+
+/// Which operations to list.
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    /// Only this state.
+    pub state: Option<OpState>,
+    /// Only those initiated with this API key.
+    pub api_key: Option<String>,
+    /// Strictly before this `(created_at, id)` (the page cursor).
+    pub before: Option<(i64, String)>,
+}
+
+/// The freeze switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FreezeState {
+    /// Whether every API key is frozen.
+    pub frozen: bool,
+    /// When it last changed.
+    pub changed_at: Timestamp,
+    /// Who changed it.
+    pub changed_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A row from the settlement ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    /// The operation.
+    pub operation_id: String,
+    /// When it was released.
+    pub released_at: Timestamp,
+    /// What settlement receives: the canonical operation and its evidence.
+    pub certificate: Value,
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn ts(secs: i64) -> Result<Timestamp> {
+    Timestamp::from_unix(secs).ok_or_else(|| Error::internal(format!("stored time {secs} out of range")))
+}
+
+fn opt_ts(secs: Option<i64>) -> Result<Option<Timestamp>> {
+    secs.map(ts).transpose()
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("stored {what} does not decode: {e}"))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+impl Store {
+    /// Connect (creating a SQLite file if needed) and bring the schema up to date.
+    ///
+    /// # Errors
+    /// [`Error::unavailable`] when the database cannot be reached.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.is_postgres() { Backend::Postgres } else { Backend::Sqlite };
+        let options = match backend {
+            // One connection: SQLite has one writer anyway, and a single connection
+            // makes read-then-write transactions (the audit head) serial without
+            // SQLITE_BUSY upgrades. WAL keeps the file consistent across crashes;
+            // synchronous=FULL makes every commit durable before we answer.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        }
+        .acquire_timeout(Duration::from_secs(5));
+        if backend == Backend::Sqlite
+            && let Some(path) =
+                url.expose().strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::unavailable(format!("create {}: {e}", dir.display())))?;
+        }
+        let pool =
+            options.connect(url.expose()).await.map_err(|e| Error::unavailable(format!("connect: {e}")))?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which backend this is.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Apply missing migrations, each in its own transaction. On PostgreSQL an
+    /// advisory lock keeps two instances from migrating at once.
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock(7242001)").execute(&mut *conn).await?;
+        }
+        let result = self.migrate_locked(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock(7242001)").execute(&mut *conn).await?;
+        }
+        result
+    }
+
+    async fn migrate_locked(&self, conn: &mut AnyConnection) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for (version, description, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            // Comments are stripped first (they may contain ';'); the migration files
+            // use no '--' inside string literals.
+            let without_comments: String =
+                sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+            for statement in without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                // Compiled-in migration text, not user input.
+                sqlx::query(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(*description)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for `/healthz`.
+    ///
+    /// # Errors
+    /// [`Error::unavailable`] when the database does not answer.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- policy -------------------------------------------------------------------------
+
+    /// Store `initial` as version 1 unless a policy exists; return the current policy.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn ensure_policy(&self, initial: &Policy, now: Timestamp) -> Result<Policy> {
+        if let Some(p) = self.current_policy().await? {
+            return Ok(p);
+        }
+        let document = serde_json::to_string(initial).map_err(Error::internal)?;
+        let mut tx = self.pool.begin().await?;
+        let inserted =
+            sqlx::query("INSERT INTO policies (version, document, activated_at) VALUES ($1, $2, $3)")
+                .bind(i64::from(initial.version))
+                .bind(&document)
+                .bind(now.unix())
+                .execute(&mut *tx)
+                .await;
+        match inserted {
+            Ok(_) => {
+                let event = AuditEvent::new("host", "policy.initialised").detail("version", initial.version);
+                self.append(&mut tx, &event, now).await?;
+                tx.commit().await?;
+            }
+            // Another instance stored it first: theirs is as good.
+            Err(e) if is_unique_violation(&e) => drop(tx),
+            Err(e) => return Err(e.into()),
+        }
+        self.current_policy().await?.ok_or_else(|| Error::internal("policy vanished after insert"))
+    }
+
+    /// The highest policy version.
+    ///
+    /// # Errors
+    /// Database errors, or a stored policy that does not decode.
+    pub async fn current_policy(&self) -> Result<Option<Policy>> {
+        let doc: Option<String> =
+            sqlx::query_scalar("SELECT document FROM policies ORDER BY version DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(|e| corrupt("policy", e))).transpose()
+    }
+
+    // ---- API keys -----------------------------------------------------------------------
+
+    /// Store a new API key.
+    ///
+    /// # Errors
+    /// `api_key.exists` (409) when the id is taken; database errors.
+    pub async fn insert_api_key(&self, k: &ApiKeyRecord, now: Timestamp) -> Result<()> {
+        let scopes = serde_json::to_string(&k.scopes).map_err(Error::internal)?;
+        let allow = serde_json::to_string(&k.ip_allowlist).map_err(Error::internal)?;
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO api_keys (id, owner, label, algorithm, public_key, hmac_salt, scopes, ip_allowlist, \
+             max_reference_value, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(k.id.as_str())
+        .bind(k.owner.as_str())
+        .bind(&k.label)
+        .bind(algorithm_str(k.algorithm))
+        .bind(k.public_key.as_deref())
+        .bind(k.hmac_salt.as_deref())
+        .bind(&scopes)
+        .bind(&allow)
+        .bind(k.max_reference_value.map(|a| a.to_string()))
+        .bind(k.created_at.unix())
+        .bind(k.expires_at.map(Timestamp::unix))
+        .execute(&mut *tx)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "api_key.exists",
+                    format!("an API key with id {} already exists", k.id),
+                ));
+            }
+            r => r?,
+        };
+        let event = AuditEvent::new("host", "api_key.created")
+            .detail("key_id", k.id.as_str())
+            .detail("owner", k.owner.as_str())
+            .detail("algorithm", algorithm_str(k.algorithm))
+            .detail("scopes", scopes)
+            .detail("ip_allowlist", allow);
+        self.append(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One API key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query(concat!("SELECT ", api_key_columns!(), " FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| api_key_from_row(&r)).transpose()
+    }
+
+    /// Every API key, by id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(concat!("SELECT ", api_key_columns!(), " FROM api_keys ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    /// Revoke a key; `false` when it does not exist or was already revoked.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn revoke_api_key(&self, id: &str, actor: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now.unix())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if done {
+            self.append(&mut tx, &AuditEvent::new(actor, "api_key.revoked").detail("key_id", id), now)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    /// Record an authenticated use; audits a source address the key has not used before.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn touch_api_key(&self, key: &ApiKeyRecord, ip: IpAddr, now: Timestamp) -> Result<()> {
+        let ip = ip.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 WHERE id = $3")
+            .bind(now.unix())
+            .bind(&ip)
+            .bind(key.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if key.last_used_ip.as_deref() != Some(ip.as_str()) {
+            let seen: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM operations WHERE api_key_id = $1 AND source_ip = $2 LIMIT 1",
+            )
+            .bind(key.id.as_str())
+            .bind(&ip)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if seen.is_none() {
+                let event = AuditEvent::new(format!("api_key:{}", key.id), "api_key.new_source_ip")
+                    .detail("key_id", key.id.as_str())
+                    .detail("source_ip", ip);
+                self.append(&mut tx, &event, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- nonces -------------------------------------------------------------------------
+
+    /// Remember a nonce until `expires_at`; `false` when it was already used.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn use_nonce(&self, key_id: &str, nonce: &str, expires_at: Timestamp) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)")
+            .bind(key_id)
+            .bind(nonce)
+            .bind(expires_at.unix())
+            .execute(&self.pool)
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forget nonces whose window has passed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn sweep_nonces(&self, now: Timestamp) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(now.unix())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    // ---- freeze -------------------------------------------------------------------------
+
+    /// The freeze switch.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn freeze_state(&self) -> Result<FreezeState> {
+        let row = sqlx::query("SELECT frozen, changed_at, changed_by, reason FROM key_freeze WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(FreezeState {
+            frozen: row.try_get::<i64, _>(0)? != 0,
+            changed_at: ts(row.try_get(1)?)?,
+            changed_by: row.try_get(2)?,
+            reason: row.try_get(3)?,
+        })
+    }
+
+    /// Freeze every API key; `false` when already frozen. Unfreezing is an
+    /// `Unfreeze` operation that needs quorum, see [`Store::unfreeze_released`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn freeze(&self, actor: &str, reason: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE key_freeze SET frozen = 1, changed_at = $1, changed_by = $2, reason = $3 WHERE id = 1 AND frozen = 0",
+        )
+        .bind(now.unix())
+        .bind(actor)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            self.append(&mut tx, &AuditEvent::new(actor, "freeze.on").detail("reason", reason), now).await?;
+            tx.commit().await?;
+        }
+        Ok(changed)
+    }
+
+    // ---- allowlist ----------------------------------------------------------------------
+
+    /// Whether and since when an address is allowlisted for an account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn allowlist_status(
+        &self,
+        account: &AccountId,
+        network: &NetworkId,
+        address: &str,
+    ) -> Result<DestinationStatus> {
+        let since: Option<i64> = sqlx::query_scalar(
+            "SELECT added_at FROM allowlist WHERE account = $1 AND network = $2 AND address = $3",
+        )
+        .bind(account.as_str())
+        .bind(network.as_str())
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match since {
+            Some(s) => DestinationStatus::Allowlisted { since: ts(s)? },
+            None => DestinationStatus::NotAllowlisted,
+        })
+    }
+
+    /// Add an allowlist entry directly. Only the gateway host's CLI calls this (the
+    /// bootstrap path, audited as such); approved `AllowlistAdd` operations will too.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn add_allowlist(
+        &self,
+        account: &AccountId,
+        network: &NetworkId,
+        address: &str,
+        label: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO allowlist (account, network, address, label, added_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account.as_str())
+        .bind(network.as_str())
+        .bind(address)
+        .bind(label)
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => return Ok(false),
+            r => r?,
+        };
+        let event = AuditEvent::new(actor, "allowlist.added")
+            .detail("account", account.as_str())
+            .detail("network", network.as_str())
+            .detail("address", address)
+            .detail("label", label);
+        self.append(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // ---- operations ---------------------------------------------------------------------
+
+    /// Store an operation with its audit events; a released one also goes to the
+    /// settlement ledger in the same transaction. An idempotency key the same API key
+    /// used before returns the existing operation instead.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_operation(
+        &self,
+        new: NewOperation,
+        events: &[AuditEvent],
+        certificate: Option<&Value>,
+        now: Timestamp,
+    ) -> Result<Inserted> {
+        let op = &new.operation;
+        let canonical_bytes = canonical::encode(op)?;
+        let canonical_text = String::from_utf8(canonical_bytes).map_err(Error::internal)?;
+        let digest = countersign_core::Digest::of(op)?.to_hex();
+        let (key_id, source_ip) = match &op.initiator {
+            countersign_core::Initiator::ApiKey { key_id, source_ip, .. } => {
+                (Some(key_id.as_str().to_owned()), Some(source_ip.to_string()))
+            }
+            countersign_core::Initiator::Approver { .. } => (None, None),
+        };
+        let w = op.withdrawal();
+        let verdict = serde_json::to_string(&new.verdict).map_err(Error::internal)?;
+        let risk = new.risk.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?;
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO operations (id, state, kind, canonical, digest, api_key_id, account, network, destination, \
+             reference_value, source_ip, idempotency_key, request_hash, verdict, risk, created_at, expires_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(op.id.as_str())
+        .bind(new.state.as_str())
+        .bind(op.kind().as_str())
+        .bind(&canonical_text)
+        .bind(&digest)
+        .bind(key_id.as_deref())
+        .bind(w.map(|w| w.account.as_str().to_owned()))
+        .bind(w.map(|w| w.network.as_str().to_owned()))
+        .bind(w.map(|w| w.destination.address.clone()))
+        .bind(w.map(|w| w.reference_value.amount.to_string()))
+        .bind(source_ip.as_deref())
+        .bind(new.idempotency_key.as_deref())
+        .bind(new.request_hash.as_deref())
+        .bind(&verdict)
+        .bind(risk.as_deref())
+        .bind(op.created_at.unix())
+        .bind(op.expires_at.unix())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                if let (Some(k), Some(i)) = (key_id.as_deref(), new.idempotency_key.as_deref())
+                    && let Some(existing) = self.operation_by_idempotency(k, i).await?
+                {
+                    return Ok(Inserted::Existing(existing));
+                }
+                return Err(Error::internal(format!("operation id {} collided", op.id)));
+            }
+            r => r?,
+        };
+        if let Some(cert) = certificate {
+            self.insert_ledger(&mut tx, op.id.as_str(), cert, now).await?;
+        }
+        for event in events {
+            self.append(&mut tx, event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Inserted::New(OperationRecord {
+            operation: new.operation,
+            state: new.state,
+            digest,
+            verdict: new.verdict,
+            risk: new.risk,
+            updated_at: now,
+            idempotency_key: new.idempotency_key,
+            request_hash: new.request_hash,
+        }))
+    }
+
+    async fn insert_ledger(
+        &self,
+        tx: &mut AnyConnection,
+        op_id: &str,
+        certificate: &Value,
+        now: Timestamp,
+    ) -> Result<()> {
+        let cert = serde_json::to_string(certificate).map_err(Error::internal)?;
+        sqlx::query(
+            "INSERT INTO settlement_ledger (operation_id, released_at, certificate) VALUES ($1, $2, $3)",
+        )
+        .bind(op_id)
+        .bind(now.unix())
+        .bind(&cert)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::internal(format!("operation {op_id} was about to be released twice; refused"))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Move an operation from `from` to `to` exactly once; `false` when it was not in
+    /// `from` (someone else moved it first). Releasing also writes the ledger row.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn transition(
+        &self,
+        id: &OperationId,
+        from: OpState,
+        to: OpState,
+        certificate: Option<&Value>,
+        event: &AuditEvent,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved =
+            sqlx::query("UPDATE operations SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
+                .bind(to.as_str())
+                .bind(now.unix())
+                .bind(id.as_str())
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if !moved {
+            return Ok(false);
+        }
+        if to == OpState::Released {
+            let cert = certificate.ok_or_else(|| Error::internal("release without a certificate refused"))?;
+            self.insert_ledger(&mut tx, id.as_str(), cert, now).await?;
+        }
+        self.append(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Pending operations whose time is up (`expires_at <= now`), oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn due_for_expiry(&self, now: Timestamp, limit: i64) -> Result<Vec<(OperationId, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, digest FROM operations WHERE state = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now.unix())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(0)?;
+                Ok((OperationId::new(id).map_err(|e| corrupt("operation id", e))?, r.try_get(1)?))
+            })
+            .collect()
+    }
+
+    /// One operation.
+    ///
+    /// # Errors
+    /// Database errors; a stored operation that fails strict decoding (tampering).
+    pub async fn operation(&self, id: &str) -> Result<Option<OperationRecord>> {
+        let row = sqlx::query(concat!("SELECT ", op_columns!(), " FROM operations WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| op_from_row(&r)).transpose()
+    }
+
+    /// The operation an API key created with an idempotency key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn operation_by_idempotency(
+        &self,
+        key_id: &str,
+        idem: &str,
+    ) -> Result<Option<OperationRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            op_columns!(),
+            " FROM operations WHERE api_key_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(key_id)
+        .bind(idem)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| op_from_row(&r)).transpose()
+    }
+
+    /// A page of operations, newest first, matching the filter.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn operations(&self, filter: &OperationFilter, limit: i64) -> Result<Vec<OperationRecord>> {
+        let (before_t, before_id) = filter.before.clone().unwrap_or((i64::MAX, String::new()));
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            op_columns!(),
+            " FROM operations WHERE (created_at < $1 OR (created_at = $1 AND id < $2))"
+        ));
+        let mut next = 3;
+        if filter.state.is_some() {
+            sql.push_str(&format!(" AND state = ${next}"));
+            next += 1;
+        }
+        if filter.api_key.is_some() {
+            sql.push_str(&format!(" AND api_key_id = ${next}"));
+            next += 1;
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${next}"));
+        // Built only from the fixed fragments above; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before_t).bind(before_id);
+        if let Some(s) = filter.state {
+            q = q.bind(s.as_str());
+        }
+        if let Some(k) = &filter.api_key {
+            q = q.bind(k.clone());
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(op_from_row).collect()
+    }
+
+    /// Withdrawals by this key or from this account since `since` that count against
+    /// velocity and risk baselines (pending, approved or released).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn recent_withdrawals(
+        &self,
+        key_id: &str,
+        account: &str,
+        since: Timestamp,
+    ) -> Result<(Vec<RecentTransfer>, Vec<PastWithdrawal>)> {
+        let rows = sqlx::query(
+            "SELECT created_at, api_key_id, account, reference_value, source_ip FROM operations \
+             WHERE kind = 'withdrawal' AND created_at > $1 AND (api_key_id = $2 OR account = $3) \
+             AND state IN ('pending', 'approved', 'released')",
+        )
+        .bind(since.unix())
+        .bind(key_id)
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut transfers = Vec::with_capacity(rows.len());
+        let mut history = Vec::new();
+        for r in &rows {
+            let at = ts(r.try_get(0)?)?;
+            let api_key: Option<String> = r.try_get(1)?;
+            let value: String = r.try_get(3)?;
+            let value = Amount::parse(&value).map_err(|e| corrupt("reference value", e))?;
+            let account: String = r.try_get(2)?;
+            if api_key.as_deref() == Some(key_id) {
+                let ip: String = r.try_get(4)?;
+                let source_ip = ip.parse().map_err(|e| corrupt("source ip", e))?;
+                history.push(PastWithdrawal { at, reference_value: value, source_ip });
+            }
+            transfers.push(RecentTransfer {
+                at,
+                api_key: api_key.map(ApiKeyId::new).transpose().map_err(|e| corrupt("api key id", e))?,
+                account: AccountId::new(account).map_err(|e| corrupt("account", e))?,
+                reference_value: value,
+            });
+        }
+        Ok((transfers, history))
+    }
+
+    /// Whether the account has a released withdrawal to this destination.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn destination_used(&self, account: &str, network: &str, address: &str) -> Result<bool> {
+        let hit: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM operations WHERE account = $1 AND network = $2 AND destination = $3 AND state = 'released' LIMIT 1",
+        )
+        .bind(account)
+        .bind(network)
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(hit.is_some())
+    }
+
+    /// The settlement ledger, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query("SELECT operation_id, released_at, certificate FROM settlement_ledger ORDER BY released_at, operation_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let cert: String = r.try_get(2)?;
+                Ok(LedgerEntry {
+                    operation_id: r.try_get(0)?,
+                    released_at: ts(r.try_get(1)?)?,
+                    certificate: serde_json::from_str(&cert).map_err(|e| corrupt("certificate", e))?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- audit chain --------------------------------------------------------------------
+
+    /// Append one event on its own (security events without a state change, such as
+    /// a refused signature).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit(&self, event: &AuditEvent, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.append(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        tx: &mut AnyConnection,
+        event: &AuditEvent,
+        now: Timestamp,
+    ) -> Result<HashedEntry> {
+        let head_sql = match self.backend {
+            Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+        };
+        let head = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
+        let seq: i64 = head.try_get(0)?;
+        let prev: String = head.try_get(1)?;
+        let entry = AuditEntry {
+            seq: u64::try_from(seq + 1).map_err(Error::internal)?,
+            time: now,
+            actor: event.actor.clone(),
+            event: event.event.to_owned(),
+            operation: event.operation.as_ref().map(|(id, _)| id.as_str().to_owned()),
+            digest: event.operation.as_ref().map(|(_, d)| d.clone()),
+            details: event.details.clone(),
+            prev,
+        };
+        let hash = entry.hash().map_err(Error::internal)?;
+        let json = serde_json::to_string(&entry).map_err(Error::internal)?;
+        sqlx::query("INSERT INTO audit_log (seq, entry, hash) VALUES ($1, $2, $3)")
+            .bind(seq + 1)
+            .bind(&json)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq + 1)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        Ok(HashedEntry { entry, hash })
+    }
+
+    /// Sign a checkpoint of the current head when `every` entries have passed since
+    /// the last one (or `every == 0`: always, if there is anything new).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn checkpoint_if_due(
+        &self,
+        key: &SigningKey,
+        every: u64,
+        now: Timestamp,
+    ) -> Result<Option<u64>> {
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        let seq: i64 = head.try_get(0)?;
+        let hash: String = head.try_get(1)?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints").fetch_one(&self.pool).await?;
+        let last = last.unwrap_or(0);
+        let due = seq > last && u64::try_from(seq - last).unwrap_or(0) >= every.max(1);
+        if !due {
+            return Ok(None);
+        }
+        let seq_u = u64::try_from(seq).map_err(Error::internal)?;
+        let signed = SignedCheckpoint::sign(Checkpoint { seq: seq_u, hash, time: now }, key)
+            .map_err(Error::internal)?;
+        let doc = serde_json::to_string(&signed).map_err(Error::internal)?;
+        let r = sqlx::query("INSERT INTO audit_checkpoints (seq, document) VALUES ($1, $2)")
+            .bind(seq)
+            .bind(&doc)
+            .execute(&self.pool)
+            .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            r => {
+                r?;
+                Ok(Some(seq_u))
+            }
+        }
+    }
+
+    /// The whole chain as JSON lines, each checkpoint right after the entry it covers.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_export(&self) -> Result<String> {
+        let entries =
+            sqlx::query("SELECT seq, entry, hash FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?;
+        let checkpoints = sqlx::query("SELECT seq, document FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut cps = checkpoints.iter().peekable();
+        let mut out = String::new();
+        for r in &entries {
+            let seq: i64 = r.try_get(0)?;
+            let entry: String = r.try_get(1)?;
+            let hash: String = r.try_get(2)?;
+            let entry: AuditEntry = serde_json::from_str(&entry).map_err(|e| corrupt("audit entry", e))?;
+            let line = serde_json::to_string(&HashedEntry { entry, hash }).map_err(Error::internal)?;
+            out.push_str(&line);
+            out.push('\n');
+            while let Some(cp) = cps.peek() {
+                if cp.try_get::<i64, _>(0)? != seq {
+                    break;
+                }
+                let doc: String = cp.try_get(1)?;
+                out.push_str(&doc);
+                out.push('\n');
+                cps.next();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Events of the chain with this name, for tests and the invariant checker.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_events(&self) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT entry FROM audit_log ORDER BY seq").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let e: String = r.try_get(0)?;
+                serde_json::from_str(&e).map_err(|e| corrupt("audit entry", e))
+            })
+            .collect()
+    }
+}
+
+fn algorithm_str(a: SigningAlgorithm) -> &'static str {
+    match a {
+        SigningAlgorithm::Ed25519 => "ed25519",
+        SigningAlgorithm::HmacSha256 => "hmac_sha256",
+    }
+}
+
+macro_rules! api_key_columns {
+    () => {
+        "id, owner, label, algorithm, public_key, hmac_salt, scopes, ip_allowlist, \
+         max_reference_value, created_at, expires_at, revoked_at, last_used_at, last_used_ip"
+    };
+}
+use api_key_columns;
+
+fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord> {
+    let algorithm = match r.try_get::<String, _>(3)?.as_str() {
+        "ed25519" => SigningAlgorithm::Ed25519,
+        "hmac_sha256" => SigningAlgorithm::HmacSha256,
+        other => return Err(corrupt("algorithm", other)),
+    };
+    let scopes: String = r.try_get(6)?;
+    let allow: String = r.try_get(7)?;
+    let max: Option<String> = r.try_get(8)?;
+    Ok(ApiKeyRecord {
+        id: ApiKeyId::new(r.try_get::<String, _>(0)?).map_err(|e| corrupt("key id", e))?,
+        owner: ApproverId::new(r.try_get::<String, _>(1)?).map_err(|e| corrupt("owner", e))?,
+        label: r.try_get(2)?,
+        algorithm,
+        public_key: r.try_get(4)?,
+        hmac_salt: r.try_get(5)?,
+        scopes: serde_json::from_str(&scopes).map_err(|e| corrupt("scopes", e))?,
+        ip_allowlist: serde_json::from_str(&allow).map_err(|e| corrupt("ip allowlist", e))?,
+        max_reference_value: max
+            .map(|m| Amount::parse(&m))
+            .transpose()
+            .map_err(|e| corrupt("max value", e))?,
+        created_at: ts(r.try_get(9)?)?,
+        expires_at: opt_ts(r.try_get(10)?)?,
+        revoked_at: opt_ts(r.try_get(11)?)?,
+        last_used_at: opt_ts(r.try_get(12)?)?,
+        last_used_ip: r.try_get(13)?,
+    })
+}
+
+macro_rules! op_columns {
+    () => {
+        "canonical, state, digest, verdict, risk, updated_at, idempotency_key, request_hash"
+    };
+}
+use op_columns;
+
+fn op_from_row(r: &AnyRow) -> Result<OperationRecord> {
+    let canonical_text: String = r.try_get(0)?;
+    let operation = canonical::decode(canonical_text.as_bytes()).map_err(|e| corrupt("operation", e))?;
+    let state: String = r.try_get(1)?;
+    let verdict: String = r.try_get(3)?;
+    let risk: Option<String> = r.try_get(4)?;
+    Ok(OperationRecord {
+        operation,
+        state: state.parse().map_err(|e: Error| corrupt("state", e))?,
+        digest: r.try_get(2)?,
+        verdict: serde_json::from_str(&verdict).map_err(|e| corrupt("verdict", e))?,
+        risk: risk.map(|r| serde_json::from_str(&r)).transpose().map_err(|e| corrupt("risk", e))?,
+        updated_at: ts(r.try_get(5)?)?,
+        idempotency_key: r.try_get(6)?,
+        request_hash: r.try_get(7)?,
+    })
+}
