@@ -246,6 +246,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_configuration_loads() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../countersign.example.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = Config::from_toml(&text, path).unwrap();
+        assert_eq!(config.assets.len(), 4);
+        assert_eq!(config.policy.withdrawal_tiers.len(), 2);
+        assert!(config.policy.allowlist.enforced);
+    }
+
+    #[test]
+    fn invalid_configuration_names_the_problem() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../countersign.example.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let err =
+            Config::from_toml(&text.replace("approval_ttl_seconds = 3600", "approval_ttl_seconds = 0"), path);
+        assert!(err.unwrap_err().to_string().contains("approval_ttl_seconds"));
+        let err = Config::from_toml(&text.replace("version = 1", "version = 2"), path);
+        assert!(err.unwrap_err().to_string().contains("version 1"));
+        let err = Config::from_toml(&format!("surprise = true\n{text}"), path);
+        assert!(err.unwrap_err().to_string().contains("surprise"));
+    }
+
+    #[test]
+    fn environment_overrides_apply() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../countersign.example.toml"));
+        let mut config = Config::from_toml(&std::fs::read_to_string(path).unwrap(), path).unwrap();
+        config
+            .apply_env(|k| match k {
+                "COUNTERSIGN_LISTEN" => Some("127.0.0.1:9999".into()),
+                "COUNTERSIGN_DATABASE" => Some("postgres://u:p@h/db".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert!(config.database_url().is_postgres());
+        assert!(config.apply_env(|_| Some("nope".into())).unwrap_err().contains("COUNTERSIGN_LISTEN"));
+    }
+
+    #[test]
     fn database_urls_never_print_credentials() {
         let url = DatabaseUrl::new("postgres://admin:hunter2@db.internal/countersign");
         assert_eq!(format!("{url}"), "postgres://<redacted>");

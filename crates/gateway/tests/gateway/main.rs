@@ -18,6 +18,7 @@ macro_rules! both {
     };
 }
 
+mod cli;
 mod signing_doc;
 mod stories;
 

@@ -144,19 +144,24 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.server.abort();
         if let Some(db) = self.pg_database.take() {
-            // Best effort: the next run starts from fresh names anyway.
+            // Best effort (Drop cannot await): psql drops the test database.
             let _ = std::process::Command::new("psql")
-                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+                .args(["-q", &postgres_admin_url(), "-c"])
                 .arg(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .output();
         }
     }
 }
 
+/// The server tests create their databases on: `COUNTERSIGN_TEST_POSTGRES`, which
+/// scripts/test sets, or the machine's default.
+pub fn postgres_admin_url() -> String {
+    std::env::var("COUNTERSIGN_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES_ADMIN_URL.to_owned())
+}
+
 pub async fn fresh_postgres_url() -> (String, String) {
     let name = format!("cs_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-    let admin_url =
-        std::env::var("COUNTERSIGN_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES_ADMIN_URL.to_owned());
+    let admin_url = postgres_admin_url();
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap_or_else(|e| {
         panic!("PostgreSQL at {admin_url} is required for these tests (scripts/test starts it): {e}")
