@@ -17,6 +17,7 @@
 //! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] |
 //! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
 //! | [`risk`] | risk signals about the initiating API key, [`risk::assess`] |
+//! | [`release`] | the signed release document and settlement's [`release::verify_release`] |
 //! | [`audit`] | the hash-chained audit log, signed checkpoints, [`audit::verify_export`] |
 //! | [`amount`], [`timestamp`], [`id`] | exact decimals, UTC seconds, identifiers |
 //!
@@ -37,6 +38,7 @@ pub mod id;
 pub mod operation;
 pub mod policy;
 pub mod quorum;
+pub mod release;
 pub mod risk;
 pub mod timestamp;
 

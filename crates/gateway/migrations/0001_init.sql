@@ -81,12 +81,18 @@ CREATE TABLE allowlist (
     PRIMARY KEY (account, network, address)
 );
 
--- The built-in settlement sink: one row per released operation, ever.
+-- The built-in settlement sink: one row per released operation, ever. With a webhook
+-- configured it is also the outbox: delivered_at is set once settlement answered 2xx.
 CREATE TABLE settlement_ledger (
-    operation_id TEXT PRIMARY KEY REFERENCES operations (id),
-    released_at  BIGINT NOT NULL,
-    certificate  TEXT NOT NULL                    -- JSON
+    operation_id    TEXT PRIMARY KEY REFERENCES operations (id),
+    released_at     BIGINT NOT NULL,
+    certificate     TEXT NOT NULL,                -- JSON release document
+    delivered_at    BIGINT,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0,
+    last_error      TEXT
 );
+CREATE INDEX settlement_undelivered ON settlement_ledger (delivered_at, next_attempt_at);
 
 -- The audit chain. audit_head is locked (FOR UPDATE on PostgreSQL) by every append,
 -- which serialises appends across gateway instances.

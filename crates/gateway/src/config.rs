@@ -87,6 +87,22 @@ pub struct AssetConfig {
     pub memo: MemoRule,
 }
 
+/// Settlement delivery.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementConfig {
+    /// POST each release document here (https:// recommended); absent: ledger only.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Per-attempt timeout, seconds.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +134,9 @@ pub struct Config {
     /// Listed assets.
     #[serde(default)]
     pub assets: Vec<AssetConfig>,
+    /// Where released operations go besides the built-in ledger.
+    #[serde(default)]
+    pub settlement: SettlementConfig,
     /// The initial policy, stored as version 1 on first start.
     pub policy: Policy,
 }
@@ -176,6 +195,11 @@ impl Config {
         }
         if config.signature_window_seconds <= 0 || config.signature_window_seconds > 300 {
             return Err(invalid("signature_window_seconds must be 1..=300".into()));
+        }
+        if let Some(url) = &config.settlement.webhook_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("settlement.webhook_url must be an http(s) URL".into()));
         }
         let mut seen = std::collections::BTreeSet::new();
         for a in &config.assets {

@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::assets::{MemoRule, check_address};
 use crate::error::{Error, Result};
 use crate::keys::random_bytes;
-use crate::release::certificate;
+use crate::release::release_document;
 use crate::store::{ApiKeyRecord, AuditEvent, Inserted, NewOperation, OpState, OperationRecord};
 
 /// The body of `POST /v1/withdrawals`.
@@ -227,7 +227,7 @@ pub async fn submit(
             .detail("verdict", verdict_json.to_string()),
     );
     let cert = match state_after {
-        OpState::Released => Some(certificate(&operation, &state.keys, "allowed_by_policy", now)?),
+        OpState::Released => Some(release_document(&operation, &state.keys, now)?),
         _ => None,
     };
     let new = NewOperation {
@@ -304,4 +304,65 @@ pub async fn sweep_once(state: &AppState, now: Timestamp) -> Result<usize> {
     state.store.sweep_nonces(now).await?;
     state.store.checkpoint_if_due(state.keys.signing_key(), state.config.checkpoint_every, now).await?;
     Ok(expired)
+}
+
+/// Propose an administrative operation (unfreeze, and in time allowlist, policy,
+/// approver and API-key changes) on behalf of a person. Policy decides the quorum;
+/// nothing takes effect until it is approved.
+///
+/// # Errors
+/// `policy.denied` (403) when a deny rule matches; store errors.
+pub async fn propose(
+    state: &AppState,
+    proposer: &countersign_core::id::ApproverId,
+    action: Action,
+    now: Timestamp,
+) -> Result<OperationRecord> {
+    let policy = state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
+    let initiator = Initiator::Approver { approver: proposer.clone() };
+    let ctx = Context {
+        destination: countersign_core::policy::DestinationStatus::NotAllowlisted,
+        recent: &[],
+        risk_score: 0,
+    };
+    let verdict = evaluate(&policy, &initiator, &action, &ctx, now);
+    let expires_at = match &verdict {
+        Verdict::RequireApproval { expires_at, .. } => *expires_at,
+        Verdict::Deny { reason } => {
+            return Err(Error::forbidden(
+                "policy.denied",
+                format!("the policy refuses this operation: {reason:?}"),
+            ));
+        }
+        // Administrative operations always need approval; refuse to apply one unseen.
+        Verdict::Allow => {
+            return Err(Error::internal("policy allowed an administrative operation without approval"));
+        }
+    };
+    let operation = Operation {
+        id: new_operation_id(now)?,
+        created_at: now,
+        expires_at,
+        policy_version: policy.version,
+        initiator,
+        action,
+    };
+    operation.validate()?;
+    let digest = Digest::of(&operation)?.to_hex();
+    let actor = format!("approver:{proposer}");
+    let events = [
+        AuditEvent::new(actor.clone(), "operation.received").operation(&operation.id, &digest),
+        AuditEvent::new(actor, "operation.pending").operation(&operation.id, &digest),
+    ];
+    let new = NewOperation {
+        operation,
+        state: OpState::Pending,
+        verdict: serde_json::to_value(&verdict).map_err(Error::internal)?,
+        risk: None,
+        idempotency_key: None,
+        request_hash: None,
+    };
+    match state.store.insert_operation(new, &events, None, now).await? {
+        Inserted::New(record) | Inserted::Existing(record) => Ok(record),
+    }
 }

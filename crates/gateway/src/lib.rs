@@ -108,6 +108,10 @@ pub fn router(state: AppState) -> Router {
 /// When the listener fails.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     tokio::spawn(intake::sweep_forever(state.clone()));
+    if let Some(url) = state.config.settlement.webhook_url.clone() {
+        let timeout = std::time::Duration::from_secs(state.config.settlement.timeout_seconds.max(1));
+        tokio::spawn(release::deliver_forever(state.clone(), url, timeout));
+    }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
 }

@@ -43,6 +43,16 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Propose lifting the freeze: creates an Unfreeze operation that needs the
+    /// admin quorum; keys stay frozen until it is approved.
+    Unfreeze {
+        /// The approver proposing it (never counts towards its quorum).
+        #[arg(long)]
+        proposer: String,
+        /// Why it is safe again.
+        #[arg(long)]
+        reason: String,
+    },
     /// Add an allowlisted destination (bootstrap path on the gateway host; audited).
     #[command(subcommand)]
     Allowlist(AllowlistCommand),
@@ -185,6 +195,7 @@ async fn main() -> ExitCode {
             Ok(false) => done("already frozen".into()),
             Err(e) => Err(e.to_string()),
         },
+        Command::Unfreeze { proposer, reason } => unfreeze(&state, &proposer, reason, now).await,
         Command::Allowlist(AllowlistCommand::Add { account, network, address, label }) => {
             allowlist_add(&state, &account, &network, &address, &label, now).await
         }
@@ -233,6 +244,25 @@ fn verify_export(file: &std::path::Path, key: &str) -> ExitCode {
         }
         Err(e) => fail(format!("audit chain does not verify: {e}")),
     }
+}
+
+async fn unfreeze(
+    state: &AppState,
+    proposer: &str,
+    reason: String,
+    now: countersign_core::Timestamp,
+) -> Result<(), String> {
+    let proposer = ApproverId::new(proposer).map_err(|e| e.to_string())?;
+    let action = countersign_core::Action::Unfreeze(countersign_core::operation::Unfreeze { reason });
+    let record = countersign_gateway::intake::propose(state, &proposer, action, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let fingerprint =
+        countersign_core::Digest::of(&record.operation).map_err(|e| e.to_string())?.fingerprint();
+    done(format!(
+        "proposed unfreeze {} (fingerprint {fingerprint}); it needs the admin quorum before {}",
+        record.operation.id, record.operation.expires_at
+    ))
 }
 
 async fn allowlist_add(

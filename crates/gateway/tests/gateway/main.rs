@@ -37,4 +37,6 @@ both!(
     the_stolen_api_keys_incident_is_contained,
     audit_chain_exports_and_verifies_and_names_tampering,
     health_metrics_and_openapi_match_the_routes,
+    settlement_webhook_is_retried_until_acknowledged,
+    unfreezing_is_an_operation_that_needs_the_admin_quorum,
 );

@@ -628,3 +628,94 @@ pub async fn health_metrics_and_openapi_match_the_routes(db: Db) {
         }
     }
 }
+
+pub async fn settlement_webhook_is_retried_until_acknowledged(db: Db) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let gw = Gateway::start(db).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let r = gw.withdraw(&key, &eth("1")).await;
+    assert_eq!(r.state(), "released");
+
+    // Settlement: fails twice, then verifies the document independently and accepts.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let trusted = gw.state.keys.verifying_key();
+    let (c, a) = (calls.clone(), accepted.clone());
+    let app = axum::Router::new().route(
+        "/settle",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (c, a) = (c.clone(), a.clone());
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                match countersign_core::release::verify_release(&body, &trusted) {
+                    Ok(op) => {
+                        a.lock().unwrap().push(op.id.as_str().to_owned());
+                        axum::http::StatusCode::OK
+                    }
+                    Err(_) => axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/settle", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = countersign_gateway::release::http_client(std::time::Duration::from_secs(5)).unwrap();
+    let deliver = || countersign_gateway::release::deliver_once(&gw.state, &client, &url, gw.now());
+
+    assert_eq!(deliver().await.unwrap(), 0); // attempt 1: 503
+    assert_eq!(deliver().await.unwrap(), 0); // not due yet: no call
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    gw.clock.advance(2);
+    assert_eq!(deliver().await.unwrap(), 0); // attempt 2: 503, next in 4 s
+    gw.clock.advance(3);
+    assert_eq!(deliver().await.unwrap(), 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    gw.clock.advance(1);
+    assert_eq!(deliver().await.unwrap(), 1); // attempt 3: verified and accepted
+    assert_eq!(*accepted.lock().unwrap(), vec![r.op_id()]);
+    gw.clock.advance(600);
+    assert_eq!(deliver().await.unwrap(), 0, "delivered once");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let delivered = gw
+        .state
+        .store
+        .audit_events()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event == "settlement.delivered")
+        .unwrap();
+    assert_eq!(delivered.details["attempts"], 3);
+
+    // An unreachable settlement leaves the row undelivered, to be retried.
+    let second = gw.withdraw(&key, &eth("1")).await;
+    let nowhere = "http://127.0.0.1:9/settle";
+    assert_eq!(
+        countersign_gateway::release::deliver_once(&gw.state, &client, nowhere, gw.now()).await.unwrap(),
+        0
+    );
+    let due = gw.state.store.due_deliveries(gw.now().plus_seconds(2), 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.operation_id.clone()).collect::<Vec<_>>(), vec![second.op_id()]);
+}
+
+pub async fn unfreezing_is_an_operation_that_needs_the_admin_quorum(db: Db) {
+    let gw = Gateway::start(db).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    assert!(gw.state.store.freeze("approver:carol", "suspicious traffic", gw.now()).await.unwrap());
+    let action = countersign_core::Action::Unfreeze(countersign_core::operation::Unfreeze {
+        reason: "keys rotated".into(),
+    });
+    let proposer = "alice".parse().unwrap();
+    let record = countersign_gateway::intake::propose(&gw.state, &proposer, action, gw.now()).await.unwrap();
+    assert_eq!(record.state.as_str(), "pending");
+    assert_eq!(record.verdict["quorum"]["groups"], json!([{"group": "admins", "min": 2}]));
+    assert_eq!(record.verdict["reasons"], json!([{"reason": "admin_operation", "kind": "unfreeze"}]));
+    assert_eq!(record.operation.initiator.responsible_person().as_str(), "alice");
+    // Proposing changes nothing yet: keys stay frozen.
+    assert!(gw.state.store.freeze_state().await.unwrap().frozen);
+    assert_eq!(gw.withdraw(&key, &eth("1")).await.code(), "auth.frozen");
+}

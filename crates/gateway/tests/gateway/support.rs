@@ -212,7 +212,7 @@ impl Gateway {
             base: format!("http://{addr}"),
             state,
             clock,
-            http: reqwest::Client::new(),
+            http: countersign_gateway::release::http_client(std::time::Duration::from_secs(30)).unwrap(),
             _dir: dir,
             pg_database,
             server,
