@@ -17,6 +17,7 @@
 //! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] |
 //! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
 //! | [`risk`] | risk signals about the initiating API key, [`risk::assess`] |
+//! | [`certificate`] | quorum certificates, the approver registry, offline [`certificate::verify_quorum`] |
 //! | [`release`] | the signed release document and settlement's [`release::verify_release`] |
 //! | [`audit`] | the hash-chained audit log, signed checkpoints, [`audit::verify_export`] |
 //! | [`amount`], [`timestamp`], [`id`] | exact decimals, UTC seconds, identifiers |
@@ -33,6 +34,7 @@ pub mod amount;
 pub mod audit;
 pub mod binding;
 pub mod canonical;
+pub mod certificate;
 pub mod error;
 pub mod id;
 pub mod operation;

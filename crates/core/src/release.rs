@@ -7,15 +7,20 @@
 //!
 //! [`verify_release`] is what an exchange's settlement system (or the webhook
 //! receiver) calls: it refuses a document that is not signed by the gateway key it
-//! trusts, whose operation is not in canonical form, or whose digest does not match.
+//! trusts, whose operation is not in canonical form, or whose digest does not match;
+//! and — not trusting the gateway's judgement — it refuses an operation "allowed by
+//! policy" that the policy settlement trusts would have held, and a quorum release
+//! whose approvals do not verify against the approver registry
+//! ([`crate::certificate::verify_quorum`]).
 
 use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::canonical::{self, Digest, parse_strict};
+use crate::certificate::{CertificateError, CertifiedApproval, Registry, policy_floor, verify_quorum};
 use crate::operation::Operation;
+use crate::policy::{Policy, Quorum};
 use crate::timestamp::Timestamp;
 
 /// Domain prefix of release signatures.
@@ -43,8 +48,11 @@ pub struct ReleaseDocument {
     pub digest: String,
     /// Why it was released.
     pub basis: ReleaseBasis,
+    /// The quorum the operation needed (absent when allowed by policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<Quorum>,
     /// The approvals that formed the quorum (empty when allowed by policy).
-    pub approvals: Vec<Value>,
+    pub approvals: Vec<CertifiedApproval>,
     /// When it was released.
     pub released_at: Timestamp,
     /// The gateway's Ed25519 public key, base64url.
@@ -78,6 +86,12 @@ pub enum ReleaseError {
     /// Released on a quorum but without approvals, or on policy with some.
     #[error("the release basis and the approvals disagree")]
     BasisMismatch,
+    /// "Allowed by policy", but the trusted policy requires approval for it.
+    #[error("the trusted policy requires approval for this operation")]
+    QuorumRequired,
+    /// Quorum evidence that does not verify.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
 }
 
 impl ReleaseError {
@@ -92,6 +106,8 @@ impl ReleaseError {
             Self::BadOperation(_) => "release.bad_operation",
             Self::DigestMismatch => "release.digest_mismatch",
             Self::BasisMismatch => "release.basis_mismatch",
+            Self::QuorumRequired => "release.quorum_required",
+            Self::Certificate(e) => e.code(),
         }
     }
 }
@@ -112,7 +128,8 @@ fn message(doc: &ReleaseDocument) -> Result<Vec<u8>, ReleaseError> {
 pub fn sign_release(
     op: &Operation,
     basis: ReleaseBasis,
-    approvals: Vec<Value>,
+    quorum: Option<Quorum>,
+    approvals: Vec<CertifiedApproval>,
     released_at: Timestamp,
     key: &SigningKey,
 ) -> Result<ReleaseDocument, ReleaseError> {
@@ -122,6 +139,7 @@ pub fn sign_release(
         operation: String::from_utf8(bytes).map_err(|e| ReleaseError::Malformed(e.to_string()))?,
         digest: Digest::of(op).map_err(ReleaseError::BadOperation)?.to_hex(),
         basis,
+        quorum,
         approvals,
         released_at,
         gateway_key: BASE64URL_NOPAD.encode(key.verifying_key().as_bytes()),
@@ -131,15 +149,26 @@ pub fn sign_release(
     Ok(doc)
 }
 
-/// Check a release document as settlement receives it (raw JSON bytes) against the
-/// gateway key settlement trusts; returns the operation to execute.
-///
-/// Quorum approvals are carried but not yet verified here; that check arrives with
-/// the approval ceremony, and until then a `quorum` basis is refused outright.
+/// What settlement trusts: the gateway's key, the policy (of the version that judged
+/// the operation) and the approver registry (already checked with
+/// [`crate::certificate::SignedRegistry::verify`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// The gateway's Ed25519 public key.
+    pub gateway: &'a VerifyingKey,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The approver registry.
+    pub registry: &'a Registry,
+}
+
+/// Check a release document as settlement receives it (raw JSON bytes); returns the
+/// operation to execute.
 ///
 /// # Errors
 /// The first failed check, as a [`ReleaseError`].
-pub fn verify_release(json: &[u8], trusted: &VerifyingKey) -> Result<Operation, ReleaseError> {
+pub fn verify_release(json: &[u8], trust: &Trust<'_>) -> Result<Operation, ReleaseError> {
+    let trusted = trust.gateway;
     let value = parse_strict(json).map_err(|e| ReleaseError::Malformed(e.to_string()))?;
     let doc: ReleaseDocument =
         serde_json::from_value(value).map_err(|e| ReleaseError::Malformed(e.to_string()))?;
@@ -161,95 +190,24 @@ pub fn verify_release(json: &[u8], trusted: &VerifyingKey) -> Result<Operation, 
     if Digest::of(&op).map_err(ReleaseError::BadOperation)?.to_hex() != doc.digest {
         return Err(ReleaseError::DigestMismatch);
     }
-    match (doc.basis, doc.approvals.is_empty()) {
-        (ReleaseBasis::AllowedByPolicy, true) => Ok(op),
-        // Fail closed until quorum certificates are verified here.
+    if op.policy_version != trust.policy.version {
+        return Err(CertificateError::PolicyVersion {
+            operation: op.policy_version,
+            policy: trust.policy.version,
+        }
+        .into());
+    }
+    match (doc.basis, &doc.quorum) {
+        (ReleaseBasis::AllowedByPolicy, None) if doc.approvals.is_empty() => {
+            if policy_floor(trust.policy, &op).people_needed() > 0 {
+                return Err(ReleaseError::QuorumRequired);
+            }
+            Ok(op)
+        }
+        (ReleaseBasis::Quorum, Some(quorum)) if !doc.approvals.is_empty() => {
+            verify_quorum(&op, quorum, &doc.approvals, trust.registry, trust.policy, doc.released_at)?;
+            Ok(op)
+        }
         _ => Err(ReleaseError::BasisMismatch),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::operation::{Action, Unfreeze};
-
-    fn op() -> Operation {
-        Operation {
-            id: "op_1".parse().unwrap(),
-            created_at: Timestamp::from_unix(1_795_867_200).unwrap(),
-            expires_at: Timestamp::from_unix(1_795_870_800).unwrap(),
-            policy_version: 1,
-            initiator: crate::Initiator::Approver { approver: "alice".parse().unwrap() },
-            action: Action::Unfreeze(Unfreeze { reason: "x".into() }),
-        }
-    }
-
-    fn key() -> SigningKey {
-        SigningKey::from_bytes(&[5; 32])
-    }
-
-    fn signed() -> ReleaseDocument {
-        sign_release(
-            &op(),
-            ReleaseBasis::AllowedByPolicy,
-            vec![],
-            Timestamp::from_unix(1_795_867_201).unwrap(),
-            &key(),
-        )
-        .unwrap()
-    }
-
-    fn check(doc: &ReleaseDocument) -> Result<Operation, ReleaseError> {
-        verify_release(&serde_json::to_vec(doc).unwrap(), &key().verifying_key())
-    }
-
-    #[test]
-    fn a_signed_release_verifies_and_yields_the_operation() {
-        assert_eq!(check(&signed()).unwrap(), op());
-    }
-
-    #[test]
-    fn every_change_is_refused_with_its_code() {
-        let other = SigningKey::from_bytes(&[6; 32]);
-        let cases: Vec<(&str, ReleaseDocument)> = vec![
-            ("release.unsupported_version", ReleaseDocument { version: 2, ..signed() }),
-            (
-                "release.wrong_key",
-                ReleaseDocument {
-                    gateway_key: BASE64URL_NOPAD.encode(other.verifying_key().as_bytes()),
-                    ..signed()
-                },
-            ),
-            (
-                "release.bad_signature",
-                ReleaseDocument { released_at: Timestamp::from_unix(1).unwrap(), ..signed() },
-            ),
-            ("release.bad_signature", ReleaseDocument { signature: "AAAA".into(), ..signed() }),
-            ("release.bad_signature", ReleaseDocument { approvals: vec![Value::Null], ..signed() }),
-        ];
-        for (code, doc) in cases {
-            assert_eq!(check(&doc).unwrap_err().code(), code);
-        }
-        // Re-signed by the trusted key but internally inconsistent:
-        let resign = |mut d: ReleaseDocument| {
-            d.signature = BASE64URL_NOPAD.encode(&key().sign(&message(&d).unwrap()).to_bytes());
-            d
-        };
-        let mut d = signed();
-        d.digest = "00".repeat(32);
-        assert_eq!(check(&resign(d)).unwrap_err().code(), "release.digest_mismatch");
-        let mut d = signed();
-        d.operation.push(' ');
-        assert_eq!(check(&resign(d)).unwrap_err().code(), "release.bad_operation");
-        let mut d = signed();
-        d.basis = ReleaseBasis::Quorum;
-        assert_eq!(check(&resign(d)).unwrap_err().code(), "release.basis_mismatch");
-        // Not a document at all, or with a duplicated member.
-        let e = verify_release(b"{\"version\":1,\"version\":1}", &key().verifying_key()).unwrap_err();
-        assert_eq!(e.code(), "release.malformed");
-        let mut v = serde_json::to_value(signed()).unwrap();
-        v["extra"] = Value::Bool(true);
-        let e = verify_release(&serde_json::to_vec(&v).unwrap(), &key().verifying_key()).unwrap_err();
-        assert_eq!(e.code(), "release.malformed");
     }
 }

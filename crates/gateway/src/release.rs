@@ -27,7 +27,7 @@ pub const MAX_BACKOFF_SECONDS: i64 = 300;
 /// # Errors
 /// Encoding failures (not expected for a valid operation).
 pub fn release_document(op: &Operation, keys: &GatewayKeys, now: Timestamp) -> Result<Value> {
-    let doc = sign_release(op, ReleaseBasis::AllowedByPolicy, vec![], now, keys.signing_key())
+    let doc = sign_release(op, ReleaseBasis::AllowedByPolicy, None, vec![], now, keys.signing_key())
         .map_err(Error::internal)?;
     serde_json::to_value(doc).map_err(Error::internal)
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
 
 mod binding;
+mod certificate;
 mod decode_errors;
 mod policy;
 mod properties;

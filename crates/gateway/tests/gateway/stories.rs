@@ -641,16 +641,30 @@ pub async fn settlement_webhook_is_retried_until_acknowledged(db: Db) {
     let calls = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let trusted = gw.state.keys.verifying_key();
+    let trusted_policy = policy();
+    let registry = countersign_core::certificate::Registry {
+        version: 1,
+        rp_id: "countersign.example".into(),
+        origins: vec![],
+        issued_at: gw.now(),
+        approvers: vec![],
+    };
     let (c, a) = (calls.clone(), accepted.clone());
     let app = axum::Router::new().route(
         "/settle",
         axum::routing::post(move |body: axum::body::Bytes| {
             let (c, a) = (c.clone(), a.clone());
+            let (trusted_policy, registry) = (trusted_policy.clone(), registry.clone());
             async move {
                 if c.fetch_add(1, Ordering::SeqCst) < 2 {
                     return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                 }
-                match countersign_core::release::verify_release(&body, &trusted) {
+                let trust = countersign_core::release::Trust {
+                    gateway: &trusted,
+                    policy: &trusted_policy,
+                    registry: &registry,
+                };
+                match countersign_core::release::verify_release(&body, &trust) {
                     Ok(op) => {
                         a.lock().unwrap().push(op.id.as_str().to_owned());
                         axum::http::StatusCode::OK
