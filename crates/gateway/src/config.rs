@@ -87,6 +87,66 @@ pub struct AssetConfig {
     pub memo: MemoRule,
 }
 
+/// WebAuthn relying-party settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnConfig {
+    /// Relying-party id: a domain the exchange controls. Changing it later invalidates
+    /// every enrolled key.
+    pub rp_id: String,
+    /// The origin approvers' clients put in clientDataJSON, e.g. `https://approvals.example`.
+    pub origin: String,
+    /// Attestation CAs whose keys may enroll, each restricted to AAGUIDs. None
+    /// configured: enrollment is refused (fail closed).
+    #[serde(default)]
+    pub attestation_cas: Vec<AttestationCaConfig>,
+    /// How long a login lasts.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_seconds: u64,
+    /// How long a challenge may be answered.
+    #[serde(default = "default_challenge_ttl")]
+    pub challenge_ttl_seconds: u64,
+    /// How long an enrollment code is valid.
+    #[serde(default = "default_code_ttl")]
+    pub enrollment_code_ttl_seconds: u64,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        WebauthnConfig {
+            rp_id: "localhost".into(),
+            origin: "https://localhost".into(),
+            attestation_cas: vec![],
+            session_ttl_seconds: default_session_ttl(),
+            challenge_ttl_seconds: default_challenge_ttl(),
+            enrollment_code_ttl_seconds: default_code_ttl(),
+        }
+    }
+}
+
+/// One trusted attestation CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationCaConfig {
+    /// PEM file of the CA certificate.
+    pub pem_file: PathBuf,
+    /// Authenticator models (AAGUIDs) accepted under it.
+    pub aaguids: Vec<String>,
+    /// What it is ("YubiKey 5 series").
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_session_ttl() -> u64 {
+    900
+}
+fn default_challenge_ttl() -> u64 {
+    120
+}
+fn default_code_ttl() -> u64 {
+    900
+}
+
 /// Settlement delivery.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +197,9 @@ pub struct Config {
     /// Where released operations go besides the built-in ledger.
     #[serde(default)]
     pub settlement: SettlementConfig,
+    /// Hardware-key (WebAuthn) settings for approvers.
+    #[serde(default)]
+    pub webauthn: WebauthnConfig,
     /// The initial policy, stored as version 1 on first start.
     pub policy: Policy,
 }

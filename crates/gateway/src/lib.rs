@@ -16,6 +16,7 @@
 //! HTTP handlers below are adapters: they read the request, call one function,
 //! and map its result to a response.
 
+pub mod approvers;
 pub mod assets;
 pub mod auth;
 pub mod clock;
@@ -66,6 +67,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Counters.
     pub metrics: Metrics,
+    /// The WebAuthn relying party.
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
+    /// Attestation CAs (and AAGUIDs) whose keys may enroll.
+    pub attestation: webauthn_rs::prelude::AttestationCaList,
 }
 
 impl AppState {
@@ -78,14 +83,38 @@ impl AppState {
         let keys = GatewayKeys::load_or_create(&config.keys_path())
             .map_err(|e| Error::internal(format!("key file {}: {e}", config.keys_path().display())))?;
         store.ensure_policy(&config.policy, clock.now()).await?;
+        let (webauthn, attestation) = relying_party(&config)?;
         Ok(AppState {
             store,
             keys: Arc::new(keys),
             config: Arc::new(config),
             clock,
             metrics: Metrics::default(),
+            webauthn: Arc::new(webauthn),
+            attestation,
         })
     }
+}
+
+fn relying_party(
+    config: &Config,
+) -> Result<(webauthn_rs::Webauthn, webauthn_rs::prelude::AttestationCaList)> {
+    use webauthn_rs::prelude::{AttestationCaListBuilder, Url, Uuid};
+    let bad = |m: String| Error::internal(format!("[webauthn] {m}"));
+    let origin = Url::parse(&config.webauthn.origin).map_err(|e| bad(format!("origin: {e}")))?;
+    let webauthn = webauthn_rs::WebauthnBuilder::new(&config.webauthn.rp_id, &origin)
+        .and_then(|b| b.rp_name("Countersign").build())
+        .map_err(|e| bad(format!("rp_id/origin: {e:?}")))?;
+    let mut cas = AttestationCaListBuilder::new();
+    for ca in &config.webauthn.attestation_cas {
+        let pem = std::fs::read(&ca.pem_file).map_err(|e| bad(format!("{}: {e}", ca.pem_file.display())))?;
+        for aaguid in &ca.aaguids {
+            let aaguid = Uuid::parse_str(aaguid).map_err(|e| bad(format!("aaguid {aaguid}: {e}")))?;
+            cas.insert_device_pem(&pem, aaguid, ca.description.clone(), Default::default())
+                .map_err(|e| bad(format!("{}: {e:?}", ca.pem_file.display())))?;
+        }
+    }
+    Ok((webauthn, cas.build()))
 }
 
 /// The HTTP API.
@@ -95,6 +124,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/withdrawals", post(post_withdrawal))
         .route("/v1/operations", get(list_operations))
         .route("/v1/operations/{id}", get(get_operation))
+        .route("/v1/enroll/start", post(enroll_start))
+        .route("/v1/enroll/finish", post(enroll_finish))
+        .route("/v1/login/start", post(login_start))
+        .route("/v1/login/finish", post(login_finish))
+        .route("/v1/approver/operations", get(approver_operations))
+        .route("/v1/operations/{id}/challenge", post(decision_challenge))
+        .route("/v1/operations/{id}/decisions", post(decision_finish))
+        .route("/v1/registry", get(registry))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -314,4 +351,157 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+// ---- approvers --------------------------------------------------------------------------
+
+type JsonBody<T> = std::result::Result<axum::Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: JsonBody<T>) -> Result<T> {
+    b.map(|axum::Json(v)| v).map_err(|e| Error::bad_request("request.invalid_body", e.body_text()))
+}
+
+async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<approvers::Session> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Error::unauthenticated(
+                "session.missing",
+                "log in with your hardware key first (Authorization: Bearer)",
+            )
+        })?;
+    approvers::session(state, token, state.clock.now()).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollStart {
+    code: String,
+}
+
+async fn enroll_start(State(state): State<AppState>, b: JsonBody<EnrollStart>) -> Response {
+    let r = async {
+        let (ceremony, options) = approvers::enroll_start(&state, &body(b)?.code, state.clock.now()).await?;
+        Ok(axum::Json(json!({ "ceremony": ceremony, "options": options })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollFinish {
+    ceremony: String,
+    #[serde(default)]
+    label: String,
+    credential: webauthn_rs::prelude::RegisterPublicKeyCredential,
+}
+
+async fn enroll_finish(State(state): State<AppState>, b: JsonBody<EnrollFinish>) -> Response {
+    let r = async {
+        let b = body(b)?;
+        let (id, status) =
+            approvers::enroll_finish(&state, &b.ceremony, &b.label, &b.credential, state.clock.now()).await?;
+        Ok(axum::Json(json!({ "credential_id": id, "status": status })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginStart {
+    approver: countersign_core::id::ApproverId,
+}
+
+async fn login_start(State(state): State<AppState>, b: JsonBody<LoginStart>) -> Response {
+    let r = async {
+        let (ceremony, options) =
+            approvers::login_start(&state, &body(b)?.approver, state.clock.now()).await?;
+        Ok(axum::Json(json!({ "ceremony": ceremony, "options": options })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssertionFinish {
+    ceremony: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn login_finish(State(state): State<AppState>, b: JsonBody<AssertionFinish>) -> Response {
+    let r = async {
+        let b = body(b)?;
+        let (token, expires_at) =
+            approvers::login_finish(&state, &b.ceremony, &b.credential, state.clock.now()).await?;
+        Ok(axum::Json(json!({ "token": token, "expires_at": expires_at })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+async fn approver_operations(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        bearer(&state, &headers).await?;
+        let items: Vec<_> =
+            approvers::pending(&state, 200).await?.iter().map(intake::operation_view).collect();
+        Ok(axum::Json(json!({ "operations": items })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeRequest {
+    decision: countersign_core::Decision,
+}
+
+async fn decision_challenge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    b: JsonBody<ChallengeRequest>,
+) -> Response {
+    let r = async {
+        let who = bearer(&state, &headers).await?;
+        let decision = body(b)?.decision;
+        let (ceremony, options, record) =
+            approvers::decision_start(&state, &who, &id, decision, state.clock.now()).await?;
+        Ok(axum::Json(
+            json!({ "ceremony": ceremony, "options": options, "operation": intake::operation_view(&record) }),
+        )
+        .into_response())
+    };
+    respond(&state, r.await)
+}
+
+async fn decision_finish(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    b: JsonBody<AssertionFinish>,
+) -> Response {
+    let r = async {
+        let who = bearer(&state, &headers).await?;
+        let b = body(b)?;
+        let outcome = approvers::decision_finish(
+            &state,
+            &who,
+            &id,
+            &b.ceremony,
+            &b.credential,
+            b.reason.as_deref(),
+            state.clock.now(),
+        )
+        .await?;
+        Ok(axum::Json(json!(outcome)).into_response())
+    };
+    respond(&state, r.await)
+}
+
+async fn registry(State(state): State<AppState>) -> Response {
+    let r = async { Ok(axum::Json(approvers::registry(&state, state.clock.now()).await?).into_response()) };
+    respond(&state, r.await)
 }

@@ -287,7 +287,10 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "approvers", include_str!("../migrations/0002_approvers.sql")),
+];
 
 impl Store {
     /// Connect (creating a SQLite file if needed) and bring the schema up to date.
@@ -334,6 +337,20 @@ impl Store {
     #[must_use]
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The connection pool, for the gateway's other storage modules.
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Append an audit event inside a caller's transaction (last, as everywhere).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn append_in(&self, tx: &mut AnyConnection, event: &AuditEvent, now: Timestamp) -> Result<()> {
+        self.append(tx, event, now).await.map(|_| ())
     }
 
     /// Apply missing migrations, each in its own transaction. On PostgreSQL an

@@ -4,25 +4,34 @@
 
 mod support;
 
-/// Run one async story on SQLite and on PostgreSQL as two tests.
+/// Run async stories from a module on SQLite and on PostgreSQL as two tests each.
 macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::stories::$name(super::support::Db::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::stories::$name(super::support::Db::Postgres).await })*
+    ($module:ident => $out:ident: $($name:ident),* $(,)?) => {
+        mod $out {
+            mod sqlite {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { crate::$module::$name(crate::support::Db::Sqlite).await })*
+            }
+            mod postgres {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { crate::$module::$name(crate::support::Db::Postgres).await })*
+            }
         }
     };
 }
 
+mod approvals;
 mod cli;
 mod signing_doc;
 mod stories;
 
-both!(
+both!(approvals => hardware_keys:
+    two_hardware_key_approvals_release_a_large_withdrawal,
+    approvals_bound_to_something_else_are_refused,
+    one_rejection_vetoes_and_enrollment_codes_are_single_use,
+);
+
+both!(stories => intake:
     small_withdrawal_is_released_once_with_a_signed_release,
     large_withdrawal_is_held_with_quorum_expiry_and_fingerprint,
     sanctioned_destination_is_denied_and_stored,

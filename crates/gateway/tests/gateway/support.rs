@@ -177,6 +177,15 @@ impl Gateway {
     }
 
     pub async fn start_with(db: Db, policy: Policy) -> Gateway {
+        Self::start_full(db, policy, None).await
+    }
+
+    /// With an attestation CA list (software tokens' CAs) for approver enrollment.
+    pub async fn start_full(
+        db: Db,
+        policy: Policy,
+        attestation: Option<webauthn_rs::prelude::AttestationCaList>,
+    ) -> Gateway {
         static TRACING: std::sync::Once = std::sync::Once::new();
         TRACING.call_once(|| {
             tracing_subscriber::fmt()
@@ -201,7 +210,10 @@ impl Gateway {
         .unwrap();
         config.database = database;
         let clock = FixedClock::new(t("2026-11-28T12:00:00Z"));
-        let state = AppState::open(config, Arc::new(clock.clone())).await.unwrap();
+        let mut state = AppState::open(config, Arc::new(clock.clone())).await.unwrap();
+        if let Some(list) = attestation {
+            state.attestation = list;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

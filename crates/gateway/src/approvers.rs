@@ -1,0 +1,866 @@
+//! Approvers and hardware-key ceremonies: enrollment, login, and decisions bound to
+//! one operation (see "Approvals with hardware keys" in docs/design.md).
+//!
+//! Every ceremony is a `start` / `finish` pair whose server state is stored single
+//! use (deleted when consumed) and scoped to its purpose, person, operation and
+//! decision. `webauthn-rs` verifies the WebAuthn parts (challenge, origin, rpIdHash,
+//! type, UP, UV, signature, counter against its snapshot); this module then checks
+//! the `countersign` member of clientDataJSON against the stored operation and
+//! decision, stores the counter atomically (two decisions racing with one key: one
+//! counts, the other is refused and the key is flagged), and tallies.
+
+use std::collections::BTreeSet;
+
+use countersign_core::binding::{ApprovalBinding, Decision};
+use countersign_core::certificate::{
+    CertifiedApproval, Registry, RegistryApprover, RegistryCredential, SignedRegistry,
+};
+use countersign_core::id::{ApproverId, GroupName};
+use countersign_core::operation::Role;
+use countersign_core::policy::{Quorum, Verdict};
+use countersign_core::quorum::{CountedDecision, Roster, Tally, tally};
+use countersign_core::release::{ReleaseBasis, sign_release};
+use countersign_core::{Timestamp, canonical};
+use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, HEXLOWER};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use sqlx::Row;
+use webauthn_rs::prelude::*;
+
+use crate::AppState;
+use crate::error::{Error, Result};
+use crate::keys::random_bytes;
+use crate::store::{AuditEvent, OpState, OperationRecord};
+
+fn hash_secret(secret: &str) -> String {
+    HEXLOWER.encode(&Sha256::digest(secret.as_bytes()))
+}
+
+fn err(status: u16, code: &'static str, message: impl Into<String>) -> Error {
+    Error::new(
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+        code,
+        message,
+    )
+}
+
+fn webauthn_error(code: &'static str, e: &WebauthnError) -> Error {
+    match e {
+        WebauthnError::CredentialPossibleCompromise => err(
+            403,
+            "decision.counter_regressed",
+            "the key's signature counter went backwards: possible cloned key",
+        ),
+        other => err(401, code, format!("the hardware-key response does not verify: {other:?}")),
+    }
+}
+
+/// A person who may decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approver {
+    /// Id.
+    pub id: ApproverId,
+    /// Name.
+    pub display_name: String,
+    /// Roles.
+    pub roles: BTreeSet<Role>,
+    /// Groups.
+    pub groups: BTreeSet<GroupName>,
+    /// WebAuthn user handle.
+    #[serde(skip)]
+    pub user_handle: Uuid,
+    /// Revoked at.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A logged-in approver (from a session token).
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who.
+    pub approver: Approver,
+    /// With which key they logged in.
+    pub credential_id: String,
+}
+
+struct StoredCredential {
+    id: String,
+    public_key: String,
+    passkey: AttestedPasskey,
+    status: String,
+}
+
+/// Create a person (or reuse them) and a single-use enrollment code. `bootstrap`
+/// codes make the enrolled key active at once; only the gateway host's CLI issues
+/// them (the first admins). Returns the code, shown once.
+///
+/// # Errors
+/// Store errors; `approver.revoked` for a revoked person.
+pub async fn issue_enrollment_code(
+    state: &AppState,
+    id: &ApproverId,
+    display_name: &str,
+    roles: &BTreeSet<Role>,
+    groups: &BTreeSet<GroupName>,
+    bootstrap: bool,
+    now: Timestamp,
+) -> Result<String> {
+    let existing = approver(state, id).await?;
+    if existing.as_ref().is_some_and(|a| a.revoked_at.is_some()) {
+        return Err(err(409, "approver.revoked", format!("{id} has been revoked")));
+    }
+    let code = BASE32_NOPAD.encode(&random_bytes::<15>().map_err(Error::internal)?);
+    let pool = state.store.pool();
+    let mut tx = pool.begin().await?;
+    if existing.is_none() {
+        let handle = Uuid::from_bytes(random_bytes::<16>().map_err(Error::internal)?);
+        sqlx::query(
+            "INSERT INTO approvers (id, display_name, roles, group_names, user_handle, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.as_str())
+        .bind(display_name)
+        .bind(serde_json::to_string(roles).map_err(Error::internal)?)
+        .bind(serde_json::to_string(groups).map_err(Error::internal)?)
+        .bind(handle.to_string())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let ttl = i64::try_from(state.config.webauthn.enrollment_code_ttl_seconds).unwrap_or(900);
+    sqlx::query("INSERT INTO enrollment_codes (code_hash, approver_id, bootstrap, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(hash_secret(&code))
+        .bind(id.as_str())
+        .bind(i64::from(bootstrap))
+        .bind(now.plus_seconds(ttl).unix())
+        .execute(&mut *tx)
+        .await?;
+    let event = AuditEvent::new(
+        "host",
+        if bootstrap { "approver.bootstrap_code" } else { "approver.enrollment_code" },
+    )
+    .detail("approver", id.as_str())
+    .detail("roles", serde_json::to_string(roles).map_err(Error::internal)?)
+    .detail("groups", serde_json::to_string(groups).map_err(Error::internal)?);
+    state.store.append_in(&mut tx, &event, now).await?;
+    tx.commit().await?;
+    Ok(code)
+}
+
+async fn approver(state: &AppState, id: &ApproverId) -> Result<Option<Approver>> {
+    let row = sqlx::query(
+        "SELECT id, display_name, roles, group_names, user_handle, revoked_at FROM approvers WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(state.store.pool())
+    .await?;
+    row.map(|r| approver_from_row(&r)).transpose()
+}
+
+fn approver_from_row(r: &sqlx::any::AnyRow) -> Result<Approver> {
+    let corrupt = |e: &dyn std::fmt::Display| Error::internal(format!("stored approver: {e}"));
+    let roles: String = r.try_get(2)?;
+    let groups: String = r.try_get(3)?;
+    let handle: String = r.try_get(4)?;
+    let revoked: Option<i64> = r.try_get(5)?;
+    Ok(Approver {
+        id: ApproverId::new(r.try_get::<String, _>(0)?).map_err(|e| corrupt(&e))?,
+        display_name: r.try_get(1)?,
+        roles: serde_json::from_str(&roles).map_err(|e| corrupt(&e))?,
+        groups: serde_json::from_str(&groups).map_err(|e| corrupt(&e))?,
+        user_handle: Uuid::parse_str(&handle).map_err(|e| corrupt(&e))?,
+        revoked_at: revoked.and_then(Timestamp::from_unix),
+    })
+}
+
+async fn credentials_of(
+    state: &AppState,
+    id: &ApproverId,
+    only_active: bool,
+) -> Result<Vec<StoredCredential>> {
+    let rows = sqlx::query(
+        "SELECT id, public_key, passkey, status FROM credentials WHERE approver_id = $1 ORDER BY id",
+    )
+    .bind(id.as_str())
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let passkey: String = r.try_get(2)?;
+        let status: String = r.try_get(3)?;
+        if only_active && status != "active" {
+            continue;
+        }
+        out.push(StoredCredential {
+            id: r.try_get(0)?,
+            public_key: r.try_get(1)?,
+            passkey: serde_json::from_str(&passkey).map_err(Error::internal)?,
+            status,
+        });
+    }
+    Ok(out)
+}
+
+/// Store ceremony state; returns its id.
+async fn save_ceremony(
+    state: &AppState,
+    purpose: &str,
+    approver: &ApproverId,
+    scope: (Option<&str>, Option<&str>, Option<Decision>, Option<&str>),
+    ceremony_state: &impl Serialize,
+    now: Timestamp,
+) -> Result<String> {
+    let id = BASE64URL_NOPAD.encode(&random_bytes::<18>().map_err(Error::internal)?);
+    let ttl = i64::try_from(state.config.webauthn.challenge_ttl_seconds).unwrap_or(120);
+    let (operation, digest, decision, code_hash) = scope;
+    sqlx::query(
+        "INSERT INTO ceremonies (id, purpose, approver_id, operation_id, digest, decision, code_hash, state, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&id)
+    .bind(purpose)
+    .bind(approver.as_str())
+    .bind(operation)
+    .bind(digest)
+    .bind(decision.map(|d| d.to_string()))
+    .bind(code_hash)
+    .bind(serde_json::to_string(ceremony_state).map_err(Error::internal)?)
+    .bind(now.plus_seconds(ttl).unix())
+    .execute(state.store.pool())
+    .await?;
+    Ok(id)
+}
+
+struct Ceremony {
+    approver: ApproverId,
+    operation: Option<String>,
+    digest: Option<String>,
+    decision: Option<String>,
+    code_hash: Option<String>,
+    state: String,
+    expires_at: i64,
+}
+
+/// Take (read and delete) a ceremony for `purpose`. Single use: a second take of the
+/// same id finds nothing.
+async fn take_ceremony(state: &AppState, id: &str, purpose: &str, now: Timestamp) -> Result<Ceremony> {
+    let unknown = || err(401, "ceremony.unknown", "no such challenge (already used, or never issued)");
+    let row = sqlx::query(
+        "SELECT approver_id, operation_id, digest, decision, code_hash, state, expires_at, purpose FROM ceremonies WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(state.store.pool())
+    .await?
+    .ok_or_else(unknown)?;
+    let taken =
+        sqlx::query("DELETE FROM ceremonies WHERE id = $1").bind(id).execute(state.store.pool()).await?;
+    if taken.rows_affected() != 1 {
+        return Err(unknown()); // someone else consumed it concurrently
+    }
+    let stored_purpose: String = row.try_get(7)?;
+    if stored_purpose != purpose {
+        return Err(err(
+            401,
+            "ceremony.wrong_purpose",
+            format!("this challenge was issued for {stored_purpose}, not {purpose}"),
+        ));
+    }
+    let c = Ceremony {
+        approver: ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?,
+        operation: row.try_get(1)?,
+        digest: row.try_get(2)?,
+        decision: row.try_get(3)?,
+        code_hash: row.try_get(4)?,
+        state: row.try_get(5)?,
+        expires_at: row.try_get(6)?,
+    };
+    if now.unix() >= c.expires_at {
+        return Err(err(401, "ceremony.expired", "the challenge expired; ask for a new one"));
+    }
+    Ok(c)
+}
+
+/// Begin enrollment with a code.
+///
+/// # Errors
+/// `enroll.unknown_code`, `enroll.expired_code`, `enroll.used_code`; store errors.
+pub async fn enroll_start(
+    state: &AppState,
+    code: &str,
+    now: Timestamp,
+) -> Result<(String, CreationChallengeResponse)> {
+    let code_hash = hash_secret(code.trim());
+    let row =
+        sqlx::query("SELECT approver_id, expires_at, used_at FROM enrollment_codes WHERE code_hash = $1")
+            .bind(&code_hash)
+            .fetch_optional(state.store.pool())
+            .await?
+            .ok_or_else(|| err(401, "enroll.unknown_code", "this enrollment code is not valid"))?;
+    let approver_id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
+    if row.try_get::<Option<i64>, _>(2)?.is_some() {
+        return Err(err(401, "enroll.used_code", "this enrollment code was already used"));
+    }
+    if now.unix() >= row.try_get::<i64, _>(1)? {
+        return Err(err(
+            401,
+            "enroll.expired_code",
+            "this enrollment code has expired; ask an admin for a new one",
+        ));
+    }
+    let person =
+        approver(state, &approver_id).await?.ok_or_else(|| Error::internal("code without approver"))?;
+    let exclude: Vec<CredentialID> = credentials_of(state, &approver_id, false)
+        .await?
+        .iter()
+        .map(|c| c.passkey.cred_id().clone())
+        .collect();
+    let (options, reg_state) = state
+        .webauthn
+        .start_attested_passkey_registration(
+            person.user_handle,
+            person.id.as_str(),
+            &person.display_name,
+            Some(exclude),
+            state.attestation.clone(),
+            None,
+        )
+        .map_err(|e| Error::internal(format!("start registration: {e:?}")))?;
+    let id =
+        save_ceremony(state, "enroll", &approver_id, (None, None, None, Some(&code_hash)), &reg_state, now)
+            .await?;
+    Ok((id, options))
+}
+
+/// Finish enrollment: verify the attested registration and store the key.
+///
+/// # Errors
+/// `ceremony.*`; `enroll.attestation` when the key or its attestation is refused;
+/// `enroll.used_code` when the code was used meanwhile.
+pub async fn enroll_finish(
+    state: &AppState,
+    ceremony_id: &str,
+    label: &str,
+    credential: &RegisterPublicKeyCredential,
+    now: Timestamp,
+) -> Result<(String, &'static str)> {
+    let c = take_ceremony(state, ceremony_id, "enroll", now).await?;
+    let reg_state: AttestedPasskeyRegistration = serde_json::from_str(&c.state).map_err(Error::internal)?;
+    let passkey =
+        state.webauthn.finish_attested_passkey_registration(credential, &reg_state).map_err(|e| {
+            err(401, "enroll.attestation", format!("the key or its attestation is not accepted: {e:?}"))
+        })?;
+    let internals: Credential = passkey.clone().into();
+    if !internals.user_verified {
+        return Err(err(
+            401,
+            "enroll.no_user_verification",
+            "the key did not verify the user (PIN) at registration",
+        ));
+    }
+    let public_key = match &internals.cred.key {
+        COSEKeyType::EC_EC2(ec) if internals.cred.type_ == COSEAlgorithm::ES256 => {
+            let mut sec1 = vec![0x04];
+            sec1.extend_from_slice(&ec.x);
+            sec1.extend_from_slice(&ec.y);
+            BASE64URL_NOPAD.encode(&sec1)
+        }
+        _ => return Err(err(401, "enroll.unsupported_key", "only ES256 (P-256) keys are supported")),
+    };
+    let aaguid = match &passkey.attestation().metadata {
+        AttestationMetadata::Packed { aaguid } | AttestationMetadata::Tpm { aaguid, .. } => {
+            Some(aaguid.to_string())
+        }
+        _ => None,
+    };
+    let code_hash = c.code_hash.ok_or_else(|| Error::internal("enroll ceremony without code"))?;
+    let cred_id = BASE64URL_NOPAD.encode(passkey.cred_id().as_ref());
+    let pool = state.store.pool();
+    let mut tx = pool.begin().await?;
+    let bootstrap: Option<i64> = sqlx::query_scalar(
+        "UPDATE enrollment_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING bootstrap",
+    )
+    .bind(now.unix())
+    .bind(&code_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(bootstrap) = bootstrap else {
+        return Err(err(401, "enroll.used_code", "this enrollment code was already used"));
+    };
+    // After the bootstrap, a key counts only once an ApproverEnroll operation is approved.
+    let status = if bootstrap == 1 { "active" } else { "pending_approval" };
+    sqlx::query(
+        "INSERT INTO credentials (id, approver_id, label, aaguid, public_key, passkey, counter, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&cred_id)
+    .bind(c.approver.as_str())
+    .bind(label)
+    .bind(aaguid.clone())
+    .bind(&public_key)
+    .bind(serde_json::to_string(&passkey).map_err(Error::internal)?)
+    .bind(i64::from(internals.counter))
+    .bind(status)
+    .bind(now.unix())
+    .execute(&mut *tx)
+    .await?;
+    let event = AuditEvent::new(format!("approver:{}", c.approver), "credential.enrolled")
+        .detail("credential", cred_id.as_str())
+        .detail("aaguid", aaguid.unwrap_or_default())
+        .detail("status", status);
+    state.store.append_in(&mut tx, &event, now).await?;
+    tx.commit().await?;
+    Ok((cred_id, status))
+}
+
+/// Begin a login (or any assertion) for a person with their active keys.
+async fn assertion_start(
+    state: &AppState,
+    person: &Approver,
+) -> Result<(RequestChallengeResponse, AttestedPasskeyAuthentication)> {
+    if person.revoked_at.is_some() {
+        return Err(err(403, "approver.revoked", format!("{} has been revoked", person.id)));
+    }
+    let creds: Vec<AttestedPasskey> =
+        credentials_of(state, &person.id, true).await?.into_iter().map(|c| c.passkey).collect();
+    if creds.is_empty() {
+        return Err(err(403, "approver.no_active_key", format!("{} has no active hardware key", person.id)));
+    }
+    state
+        .webauthn
+        .start_attested_passkey_authentication(&creds)
+        .map_err(|e| Error::internal(format!("start authentication: {e:?}")))
+}
+
+/// Begin a login.
+///
+/// # Errors
+/// `approver.unknown`, `approver.revoked`, `approver.no_active_key`.
+pub async fn login_start(
+    state: &AppState,
+    id: &ApproverId,
+    now: Timestamp,
+) -> Result<(String, RequestChallengeResponse)> {
+    let person =
+        approver(state, id).await?.ok_or_else(|| err(401, "approver.unknown", "no such approver"))?;
+    let (options, auth_state) = assertion_start(state, &person).await?;
+    let cid = save_ceremony(state, "login", id, (None, None, None, None), &auth_state, now).await?;
+    Ok((cid, options))
+}
+
+/// Verify an assertion for a stored ceremony and store the new counter atomically.
+async fn assertion_finish(
+    state: &AppState,
+    c: &Ceremony,
+    response: &PublicKeyCredential,
+    now: Timestamp,
+) -> Result<(StoredCredential, AuthenticationResult)> {
+    let auth_state: AttestedPasskeyAuthentication =
+        serde_json::from_str(&c.state).map_err(Error::internal)?;
+    let result = match state.webauthn.finish_attested_passkey_authentication(response, &auth_state) {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, WebauthnError::CredentialPossibleCompromise) {
+                flag_credential(state, &BASE64URL_NOPAD.encode(response.raw_id.as_ref()), &c.approver, now)
+                    .await?;
+            }
+            return Err(webauthn_error("assertion.invalid", &e));
+        }
+    };
+    if !result.user_verified() {
+        return Err(err(401, "assertion.no_user_verification", "the key did not verify the user (PIN)"));
+    }
+    let cred_id = BASE64URL_NOPAD.encode(result.cred_id().as_ref());
+    let cred =
+        credentials_of(state, &c.approver, false).await?.into_iter().find(|k| k.id == cred_id).ok_or_else(
+            || err(401, "assertion.unknown_credential", "this key is not enrolled for this approver"),
+        )?;
+    if cred.status != "active" {
+        return Err(err(403, "assertion.credential_not_active", format!("this key is {}", cred.status)));
+    }
+    // Atomic counter: a counter that does not increase (other than an authenticator
+    // that always reports 0) means a cloned key or a replay racing us.
+    let counter = i64::from(result.counter());
+    let advanced = sqlx::query(
+        "UPDATE credentials SET counter = $1 WHERE id = $2 AND status = 'active' AND (counter < $1 OR ($1 = 0 AND counter = 0))",
+    )
+    .bind(counter)
+    .bind(&cred_id)
+    .execute(state.store.pool())
+    .await?
+    .rows_affected()
+        == 1;
+    if !advanced {
+        flag_credential(state, &cred_id, &c.approver, now).await?;
+        return Err(err(
+            403,
+            "decision.counter_regressed",
+            "the key's signature counter did not advance: possible cloned key",
+        ));
+    }
+    Ok((cred, result))
+}
+
+async fn flag_credential(state: &AppState, cred_id: &str, who: &ApproverId, now: Timestamp) -> Result<()> {
+    sqlx::query("UPDATE credentials SET status = 'flagged' WHERE id = $1 AND status = 'active'")
+        .bind(cred_id)
+        .execute(state.store.pool())
+        .await?;
+    let event = AuditEvent::new(format!("approver:{who}"), "credential.counter_anomaly")
+        .detail("credential", cred_id);
+    state.store.audit(&event, now).await
+}
+
+/// Finish a login: a session token (shown once; stored hashed).
+///
+/// # Errors
+/// `ceremony.*`, `assertion.*`.
+pub async fn login_finish(
+    state: &AppState,
+    ceremony_id: &str,
+    response: &PublicKeyCredential,
+    now: Timestamp,
+) -> Result<(String, Timestamp)> {
+    let c = take_ceremony(state, ceremony_id, "login", now).await?;
+    let (cred, _) = assertion_finish(state, &c, response, now).await?;
+    let token = BASE64URL_NOPAD.encode(&random_bytes::<32>().map_err(Error::internal)?);
+    let ttl = i64::try_from(state.config.webauthn.session_ttl_seconds).unwrap_or(900);
+    let expires = now.plus_seconds(ttl);
+    sqlx::query("INSERT INTO sessions (token_hash, approver_id, credential_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(hash_secret(&token))
+        .bind(c.approver.as_str())
+        .bind(&cred.id)
+        .bind(now.unix())
+        .bind(expires.unix())
+        .execute(state.store.pool())
+        .await?;
+    let event = AuditEvent::new(format!("approver:{}", c.approver), "approver.login")
+        .detail("credential", cred.id.as_str());
+    state.store.audit(&event, now).await?;
+    Ok((token, expires))
+}
+
+/// Resolve a bearer token.
+///
+/// # Errors
+/// `session.invalid` (unknown, expired or revoked), `approver.revoked`.
+pub async fn session(state: &AppState, token: &str, now: Timestamp) -> Result<Session> {
+    let invalid =
+        || err(401, "session.invalid", "the session is unknown or has expired; log in with your key");
+    let row = sqlx::query(
+        "SELECT approver_id, credential_id, expires_at, revoked_at FROM sessions WHERE token_hash = $1",
+    )
+    .bind(hash_secret(token))
+    .fetch_optional(state.store.pool())
+    .await?
+    .ok_or_else(invalid)?;
+    if row.try_get::<Option<i64>, _>(3)?.is_some() || now.unix() >= row.try_get::<i64, _>(2)? {
+        return Err(invalid());
+    }
+    let id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
+    let person = approver(state, &id).await?.ok_or_else(invalid)?;
+    if person.revoked_at.is_some() {
+        return Err(err(403, "approver.revoked", "this approver has been revoked"));
+    }
+    Ok(Session { approver: person, credential_id: row.try_get(1)? })
+}
+
+/// Begin a decision on an operation: a challenge scoped to (operation, decision,
+/// approver), valid once and briefly.
+///
+/// # Errors
+/// `decision.*` when the operation cannot be decided by this person now.
+pub async fn decision_start(
+    state: &AppState,
+    who: &Session,
+    op_id: &str,
+    decision: Decision,
+    now: Timestamp,
+) -> Result<(String, RequestChallengeResponse, OperationRecord)> {
+    let record = decidable(state, who, op_id, now).await?;
+    let (options, auth_state) = assertion_start(state, &who.approver).await?;
+    let scope = (Some(op_id), Some(record.digest.as_str()), Some(decision), None);
+    let cid = save_ceremony(state, "decision", &who.approver.id, scope, &auth_state, now).await?;
+    let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.challenge")
+        .operation(&record.operation.id, &record.digest)
+        .detail("decision", decision.to_string());
+    state.store.audit(&event, now).await?;
+    Ok((cid, options, record))
+}
+
+/// The operation, if this person may decide it now.
+async fn decidable(state: &AppState, who: &Session, op_id: &str, now: Timestamp) -> Result<OperationRecord> {
+    if !who.approver.roles.contains(&Role::Approver) {
+        return Err(err(403, "decision.not_an_approver", "only approvers decide on operations"));
+    }
+    let record = state.store.operation(op_id).await?.ok_or_else(|| Error::not_found("operation"))?;
+    if record.state != OpState::Pending {
+        return Err(err(409, "decision.not_pending", format!("the operation is {}", record.state.as_str())));
+    }
+    if now >= record.operation.expires_at {
+        return Err(err(409, "decision.expired", "the operation has expired"));
+    }
+    if record.operation.initiator.responsible_person() == &who.approver.id {
+        return Err(err(
+            403,
+            "decision.initiator",
+            "you are responsible for this operation and cannot decide on it",
+        ));
+    }
+    Ok(record)
+}
+
+/// What a counted decision led to.
+#[derive(Debug, Serialize)]
+pub struct DecisionOutcome {
+    /// The operation's state afterwards.
+    pub state: OpState,
+    /// The tally.
+    pub tally: Tally,
+}
+
+/// Finish a decision: verify the assertion, its `countersign` member, count it,
+/// tally, and release or reject.
+///
+/// # Errors
+/// `ceremony.*`, `assertion.*`, `binding.*`, `decision.*`.
+pub async fn decision_finish(
+    state: &AppState,
+    who: &Session,
+    op_id: &str,
+    ceremony_id: &str,
+    response: &PublicKeyCredential,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<DecisionOutcome> {
+    let c = take_ceremony(state, ceremony_id, "decision", now).await?;
+    if c.approver != who.approver.id || c.operation.as_deref() != Some(op_id) {
+        return Err(err(
+            401,
+            "ceremony.wrong_scope",
+            "this challenge was issued for another operation or person",
+        ));
+    }
+    let decision = match c.decision.as_deref() {
+        Some("approve") => Decision::Approve,
+        Some("reject") => Decision::Reject,
+        _ => return Err(Error::internal("decision ceremony without a decision")),
+    };
+    let record = decidable(state, who, op_id, now).await?;
+    if Some(record.digest.as_str()) != c.digest.as_deref() {
+        return Err(err(
+            409,
+            "decision.operation_changed",
+            "the operation changed since the challenge was issued",
+        ));
+    }
+    // The signed clientDataJSON must carry exactly this operation and decision.
+    let cdj: &[u8] = response.response.client_data_json.as_ref();
+    ApprovalBinding::from_client_data_json(cdj)?.check(&record.operation, decision)?;
+    let (cred, _) = assertion_finish(state, &c, response, now).await?;
+
+    let pool = state.store.pool();
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO decisions (operation_id, approver_id, credential_id, decision, reason, authenticator_data, \
+         client_data_json, signature, counter, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(op_id)
+    .bind(who.approver.id.as_str())
+    .bind(&cred.id)
+    .bind(decision.to_string())
+    .bind(reason)
+    .bind(BASE64URL_NOPAD.encode(response.response.authenticator_data.as_ref()))
+    .bind(BASE64URL_NOPAD.encode(cdj))
+    .bind(BASE64URL_NOPAD.encode(response.response.signature.as_ref()))
+    .bind(0_i64)
+    .bind(now.unix())
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            return Err(err(
+                409,
+                "decision.already_decided",
+                "you already decided on this operation (a person counts once)",
+            ));
+        }
+        r => r?,
+    };
+    let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.counted")
+        .operation(&record.operation.id, &record.digest)
+        .detail("decision", decision.to_string())
+        .detail("credential", cred.id.as_str());
+    state.store.append_in(&mut tx, &event, now).await?;
+    tx.commit().await?;
+    settle(state, &record, now).await
+}
+
+/// Tally an operation's stored decisions and release or reject it (exactly once).
+async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> Result<DecisionOutcome> {
+    let quorum: Quorum =
+        match serde_json::from_value::<Verdict>(record.verdict.clone()).map_err(Error::internal)? {
+            Verdict::RequireApproval { quorum, .. } => quorum,
+            _ => return Err(Error::internal("a pending operation without a quorum")),
+        };
+    let (roster, _) = roster(state).await?;
+    let rows = sqlx::query(
+        "SELECT approver_id, credential_id, decision, authenticator_data, client_data_json, signature FROM decisions \
+         WHERE operation_id = $1 ORDER BY approver_id",
+    )
+    .bind(record.operation.id.as_str())
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut decisions = Vec::new();
+    let mut approvals = Vec::new();
+    for r in &rows {
+        let who = ApproverId::new(r.try_get::<String, _>(0)?).map_err(Error::internal)?;
+        let decision =
+            if r.try_get::<String, _>(2)? == "approve" { Decision::Approve } else { Decision::Reject };
+        decisions.push(CountedDecision { approver: who.clone(), decision });
+        if decision == Decision::Approve {
+            approvals.push(CertifiedApproval {
+                approver: who,
+                credential_id: r.try_get(1)?,
+                authenticator_data: r.try_get(3)?,
+                client_data_json: r.try_get(4)?,
+                signature: r.try_get(5)?,
+            });
+        }
+    }
+    let op = &record.operation;
+    let t = tally(&quorum, op.initiator.responsible_person(), &roster, &decisions, op.expires_at, now);
+    let (to, event_name, doc) = match &t {
+        Tally::Approved { approvers } => {
+            approvals.retain(|a| approvers.contains(&a.approver));
+            let doc = sign_release(
+                op,
+                ReleaseBasis::Quorum,
+                Some(quorum.clone()),
+                approvals,
+                now,
+                state.keys.signing_key(),
+            )
+            .map_err(Error::internal)?;
+            (
+                OpState::Released,
+                "operation.released",
+                Some(serde_json::to_value(doc).map_err(Error::internal)?),
+            )
+        }
+        Tally::Rejected { .. } => (OpState::Rejected, "operation.rejected", None),
+        Tally::Expired => (OpState::Expired, "operation.expired", None),
+        Tally::Pending { .. } => return Ok(DecisionOutcome { state: OpState::Pending, tally: t }),
+    };
+    let event =
+        AuditEvent::new("gateway", event_name).operation(&op.id, &record.digest).detail("basis", "quorum");
+    let moved = state.store.transition(&op.id, OpState::Pending, to, doc.as_ref(), &event, now).await?;
+    let state_now =
+        if moved { to } else { state.store.operation(op.id.as_str()).await?.map_or(to, |r| r.state) };
+    Ok(DecisionOutcome { state: state_now, tally: t })
+}
+
+/// The current roster (active approvers with at least one active key) and registry.
+async fn roster(state: &AppState) -> Result<(Roster, Vec<RegistryApprover>)> {
+    let rows = sqlx::query(
+        "SELECT id, display_name, roles, group_names, user_handle, revoked_at FROM approvers ORDER BY id",
+    )
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut roster = Roster::new();
+    let mut registry = Vec::new();
+    for r in &rows {
+        let person = approver_from_row(r)?;
+        if person.revoked_at.is_some() {
+            continue;
+        }
+        let creds = credentials_of(state, &person.id, true).await?;
+        if creds.is_empty() {
+            continue;
+        }
+        if person.roles.contains(&Role::Approver) {
+            roster.add(person.id.clone(), person.groups.iter().cloned());
+        }
+        registry.push(RegistryApprover {
+            id: person.id.clone(),
+            roles: person.roles.clone(),
+            groups: person.groups.clone(),
+            credentials: creds
+                .into_iter()
+                .map(|c| RegistryCredential {
+                    credential_id: c.id,
+                    algorithm: "es256".into(),
+                    public_key: c.public_key,
+                })
+                .collect(),
+        });
+    }
+    Ok((roster, registry))
+}
+
+/// The approver registry, signed by the gateway key, for settlement.
+///
+/// # Errors
+/// Store errors.
+pub async fn registry(state: &AppState, now: Timestamp) -> Result<SignedRegistry> {
+    let (_, approvers) = roster(state).await?;
+    let registry = Registry {
+        version: 1,
+        rp_id: state.config.webauthn.rp_id.clone(),
+        origins: vec![state.config.webauthn.origin.clone()],
+        issued_at: now,
+        approvers,
+    };
+    SignedRegistry::sign(registry, state.keys.signing_key()).map_err(Error::internal)
+}
+
+/// Pending operations, newest first, for approvers.
+///
+/// # Errors
+/// Store errors.
+pub async fn pending(state: &AppState, limit: i64) -> Result<Vec<OperationRecord>> {
+    let filter = crate::store::OperationFilter { state: Some(OpState::Pending), ..Default::default() };
+    state.store.operations(&filter, limit).await
+}
+
+/// Canonical bytes of an operation, as the client must recompute them.
+///
+/// # Errors
+/// Encoding errors.
+pub fn canonical_text(op: &countersign_core::Operation) -> Result<String> {
+    String::from_utf8(canonical::encode(op)?).map_err(Error::internal)
+}
+
+/// Revoke a person: their keys stop counting at once, also for pending operations.
+///
+/// # Errors
+/// Store errors.
+pub async fn revoke(state: &AppState, id: &ApproverId, actor: &str, now: Timestamp) -> Result<bool> {
+    let pool = state.store.pool();
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query("UPDATE approvers SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now.unix())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if done {
+        sqlx::query("UPDATE credentials SET status = 'revoked' WHERE approver_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND revoked_at IS NULL")
+            .bind(now.unix())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        state
+            .store
+            .append_in(
+                &mut tx,
+                &AuditEvent::new(actor, "approver.revoked").detail("approver", id.as_str()),
+                now,
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(done)
+}

@@ -1,0 +1,325 @@
+//! Approvals with hardware keys, end to end over HTTP: enrollment with attestation,
+//! login, and decisions whose clientDataJSON carries the `countersign` member.
+//! The authenticator is webauthn-authenticator-rs's software token (packed
+//! attestation from its own CA, ES256, a signature counter).
+
+use std::collections::BTreeSet;
+
+use countersign_core::binding::{ApprovalBinding, client_data_json};
+use countersign_core::certificate::SignedRegistry;
+use countersign_core::operation::Role;
+use countersign_core::release::{Trust, verify_release};
+use countersign_core::{Decision, canonical};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+use webauthn_authenticator_rs::{AuthenticatorBackend, AuthenticatorBackendHashedClientData};
+use webauthn_rs::prelude::{
+    AttestationCaListBuilder, CreationChallengeResponse, PublicKeyCredential, RequestChallengeResponse, Url,
+};
+
+use crate::support::*;
+
+const ORIGIN: &str = "https://localhost";
+
+pub struct Approver {
+    pub id: String,
+    pub token: SoftToken,
+    pub session: String,
+}
+
+/// Start a gateway whose attestation list trusts these software tokens' CAs.
+pub async fn gateway_with_tokens(db: Db, n: usize) -> (Gateway, Vec<SoftToken>) {
+    let mut builder = AttestationCaListBuilder::new();
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        let (token, ca) = SoftToken::new(true).unwrap();
+        builder.insert_device_x509(ca, AAGUID, "software token (tests)".into(), Default::default()).unwrap();
+        tokens.push(token);
+    }
+    let gw = Gateway::start_full(db, policy(), Some(builder.build())).await;
+    (gw, tokens)
+}
+
+async fn post(gw: &Gateway, path: &str, bearer: Option<&str>, body: Value) -> Reply {
+    let mut req = gw.http.post(format!("{}{path}", gw.base)).json(&body);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    Reply::from(req.send().await.unwrap()).await
+}
+
+/// Bootstrap a person on the host, enroll their token, log in.
+pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], mut token: SoftToken) -> Approver {
+    let roles: BTreeSet<Role> = [Role::Approver].into();
+    let groups = groups.iter().map(|g| g.parse().unwrap()).collect();
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &id.parse().unwrap(),
+        id,
+        &roles,
+        &groups,
+        true,
+        gw.now(),
+    )
+    .await
+    .unwrap();
+    let r = post(gw, "/v1/enroll/start", None, json!({"code": code})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let options: CreationChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let credential = AuthenticatorBackend::perform_register(
+        &mut token,
+        Url::parse(ORIGIN).unwrap(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    let r = post(
+        gw,
+        "/v1/enroll/finish",
+        None,
+        json!({"ceremony": r.body["ceremony"], "label": "soft", "credential": credential}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "active");
+    let mut a = Approver { id: id.to_owned(), token, session: String::new() };
+    a.session = login(gw, &mut a).await.body["token"].as_str().unwrap().to_owned();
+    a
+}
+
+pub async fn login(gw: &Gateway, a: &mut Approver) -> Reply {
+    let r = post(gw, "/v1/login/start", None, json!({"approver": a.id})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let credential = AuthenticatorBackend::perform_auth(
+        &mut a.token,
+        Url::parse(ORIGIN).unwrap(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    post(gw, "/v1/login/finish", None, json!({"ceremony": r.body["ceremony"], "credential": credential}))
+        .await
+}
+
+/// What a desktop client does: ask for a challenge, recompute the digest from the
+/// canonical operation it will display, sign clientDataJSON with the countersign
+/// member, send the assertion. `tamper` may alter the clientDataJSON before signing.
+pub async fn decide(
+    gw: &Gateway,
+    a: &mut Approver,
+    op_id: &str,
+    decision: Decision,
+    tamper: &dyn Fn(String) -> String,
+) -> Reply {
+    let (ceremony, credential) = sign_decision(gw, a, op_id, decision, tamper).await;
+    post(
+        gw,
+        &format!("/v1/operations/{op_id}/decisions"),
+        Some(&a.session),
+        json!({"ceremony": ceremony, "credential": credential}),
+    )
+    .await
+}
+
+pub async fn sign_decision(
+    gw: &Gateway,
+    a: &mut Approver,
+    op_id: &str,
+    decision: Decision,
+    tamper: &dyn Fn(String) -> String,
+) -> (Value, PublicKeyCredential) {
+    let r = post(
+        gw,
+        &format!("/v1/operations/{op_id}/challenge"),
+        Some(&a.session),
+        json!({"decision": decision}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let op = canonical::decode(r.body["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
+    let binding = ApprovalBinding::new(&op, decision).unwrap();
+    let challenge = data_encoding::BASE64URL_NOPAD.encode(&options.public_key.challenge);
+    let cdj = tamper(String::from_utf8(client_data_json(&challenge, ORIGIN, &binding).unwrap()).unwrap())
+        .into_bytes();
+    let mut credential = AuthenticatorBackendHashedClientData::perform_auth(
+        &mut a.token,
+        Sha256::digest(&cdj).to_vec(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    credential.response.client_data_json = cdj;
+    (r.body["ceremony"].clone(), credential)
+}
+
+fn same(s: String) -> String {
+    s
+}
+
+pub async fn two_hardware_key_approvals_release_a_large_withdrawal(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 3).await;
+    let mut alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let mut dave = enroll(&gw, "dave", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await; // owned by bob
+    let held = gw.withdraw(&key, &eth("5")).await; // $15,000: two traders
+    assert_eq!(held.state(), "pending");
+    let id = held.op_id();
+
+    // Approvers see it.
+    let r = gw
+        .http
+        .get(format!("{}/v1/approver/operations", gw.base))
+        .bearer_auth(&alice.session)
+        .send()
+        .await
+        .unwrap();
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(listed["operations"][0]["operation"]["id"], id);
+
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["state"], "pending");
+    assert_eq!(r.body["tally"]["progress"][0]["approved"], 1);
+
+    // The same person again (a second ceremony) does not count twice.
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    assert_eq!((r.status, r.code()), (409, "decision.already_decided"));
+
+    let r = decide(&gw, &mut carol, &id, Decision::Approve, &same).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["state"], "released");
+
+    // Released once, with a quorum release document settlement verifies offline.
+    let ledger = gw.state.store.ledger().await.unwrap();
+    let entry = ledger.iter().find(|l| l.operation_id == id).unwrap();
+    let registry: SignedRegistry =
+        gw.http.get(format!("{}/v1/registry", gw.base)).send().await.unwrap().json().await.unwrap();
+    let trusted = gw.state.keys.verifying_key();
+    let registry = registry.verify(&trusted).unwrap().clone();
+    let p = policy();
+    let trust = Trust { gateway: &trusted, policy: &p, registry: &registry };
+    let op = verify_release(&serde_json::to_vec(&entry.certificate).unwrap(), &trust).unwrap();
+    assert_eq!(op.id.as_str(), id);
+    assert_eq!(entry.certificate["approvals"].as_array().unwrap().len(), 2);
+
+    // A third approval after release is refused.
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{id}/challenge"),
+        Some(&dave.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (409, "decision.not_pending"));
+    let _ = &mut dave;
+    let events = gw.audit_events().await;
+    for e in [
+        "credential.enrolled",
+        "approver.login",
+        "decision.challenge",
+        "decision.counted",
+        "operation.released",
+    ] {
+        assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
+    }
+}
+
+pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 2).await;
+    let mut alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let mut bob = enroll(&gw, "bob", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await; // owned by bob
+    let id = gw.withdraw(&key, &eth("5")).await.op_id();
+    let other = gw.withdraw(&key, &eth("6")).await.op_id();
+    let count = || async { gw.audit_events().await.iter().filter(|e| *e == "decision.counted").count() };
+
+    // The man in the middle changed the amount the approver saw: digest mismatch.
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| {
+        let v: Value = serde_json::from_str(&s).unwrap();
+        s.replace(v["countersign"]["digest"].as_str().unwrap(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    })
+    .await;
+    assert_eq!((r.status, r.code()), (400, "binding.digest_mismatch"));
+    // Signed "reject" but presented as the approve ceremony.
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| {
+        s.replace("\"decision\":\"approve\"", "\"decision\":\"reject\"")
+    })
+    .await;
+    assert_eq!(r.code(), "binding.decision_mismatch");
+    // Signed for another operation.
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace(&id, &other)).await;
+    assert_eq!(r.code(), "binding.operation_mismatch");
+    // No countersign member at all (a plain WebAuthn assertion).
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| {
+        let mut v: Value = serde_json::from_str(&s).unwrap();
+        v.as_object_mut().unwrap().remove("countersign");
+        v.to_string()
+    })
+    .await;
+    assert_eq!(r.code(), "binding.missing");
+    // Wrong origin: webauthn-rs refuses it.
+    let r =
+        decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace(ORIGIN, "https://evil.example")).await;
+    assert_eq!(r.code(), "assertion.invalid");
+    // A challenge replayed: the ceremony is single use.
+    let (ceremony, credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    let body = json!({"ceremony": ceremony, "credential": credential});
+    let path = format!("/v1/operations/{id}/decisions");
+    assert_eq!(post(&gw, &path, Some(&alice.session), body.clone()).await.status, 200);
+    let r = post(&gw, &path, Some(&alice.session), body).await;
+    assert_eq!((r.status, r.code()), (401, "ceremony.unknown"));
+    // A challenge for one operation used for another.
+    let (ceremony, credential) = sign_decision(&gw, &mut alice, &other, Decision::Approve, &same).await;
+    let r =
+        post(&gw, &path, Some(&alice.session), json!({"ceremony": ceremony, "credential": credential})).await;
+    assert_eq!(r.code(), "ceremony.wrong_scope");
+    // The API key's owner cannot decide on its withdrawals.
+    let r = post(
+        &gw,
+        &path.replace("/decisions", "/challenge"),
+        Some(&bob.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (403, "decision.initiator"));
+    let _ = &mut bob;
+    // No session, or a made-up one.
+    assert_eq!(post(&gw, &path, None, json!({})).await.code(), "session.missing");
+    assert_eq!(post(&gw, &path, Some("forged"), json!({})).await.code(), "session.invalid");
+    // Only the one valid decision counted.
+    assert_eq!(count().await, 1);
+}
+
+pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 2).await;
+    let mut alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let id = gw.withdraw(&key, &eth("5")).await.op_id();
+    let r = decide(&gw, &mut alice, &id, Decision::Reject, &same).await;
+    assert_eq!(r.body["state"], "rejected", "{:?}", r.body);
+    assert!(gw.state.store.ledger().await.unwrap().is_empty());
+
+    // Enrollment codes: unknown, used, expired.
+    let r = post(&gw, "/v1/enroll/start", None, json!({"code": "NOTACODE"})).await;
+    assert_eq!((r.status, r.code()), (401, "enroll.unknown_code"));
+    let roles: BTreeSet<Role> = [Role::Approver].into();
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &"erin".parse().unwrap(),
+        "Erin",
+        &roles,
+        &BTreeSet::new(),
+        true,
+        gw.now(),
+    )
+    .await
+    .unwrap();
+    gw.clock.advance(901);
+    let r = post(&gw, "/v1/enroll/start", None, json!({"code": code})).await;
+    assert_eq!(r.code(), "enroll.expired_code");
+    let _ = tokens;
+}
