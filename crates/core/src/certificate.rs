@@ -8,7 +8,8 @@
 //! trusts. No step trusts the gateway's word that a signature was valid.
 //!
 //! Per approval, in order (each failure names the approval's index):
-//! 1. the approver and credential are in the registry, the person has the approver role;
+//! 1. the approver and credential are in the registry, the person has the role that
+//!    decides this kind of operation ([`deciding_role`]);
 //! 2. authenticatorData: at least 37 bytes, rpIdHash = SHA-256(registry rp_id),
 //!    user present (UP) and user verified (UV) flags set;
 //! 3. clientDataJSON: strict JSON, `type` = `webauthn.get`, `origin` one of the
@@ -132,8 +133,8 @@ pub enum CertificateError {
         /// Named credential.
         credential: String,
     },
-    /// The person lacks the approver role.
-    #[error("approval {index}: {approver} is not an approver")]
+    /// The person lacks the role that decides this kind of operation.
+    #[error("approval {index}: {approver} does not have the role that decides this operation")]
     NotAnApprover {
         /// Position.
         index: usize,
@@ -278,6 +279,17 @@ impl SignedRegistry {
     }
 }
 
+/// Who decides an operation: approvers decide withdrawals, admins decide every
+/// administrative change (enrollment, revocation, policy, allowlist, API keys,
+/// unfreeze).
+#[must_use]
+pub fn deciding_role(op: &Operation) -> Role {
+    match op.action {
+        Action::Withdrawal(_) => Role::Approver,
+        _ => Role::Admin,
+    }
+}
+
 /// The least quorum the policy demands for this operation from its amount and kind
 /// alone (context-dependent extras such as velocity or risk can only add to it, so
 /// settlement, which lacks that context, checks this floor).
@@ -395,7 +407,7 @@ pub fn verify_quorum(
         let person = registry.approvers.iter().find(|p| p.id == a.approver).ok_or_else(unknown)?;
         let credential =
             person.credentials.iter().find(|c| c.credential_id == a.credential_id).ok_or_else(unknown)?;
-        if !person.roles.contains(&Role::Approver) {
+        if !person.roles.contains(&deciding_role(op)) {
             return Err(CertificateError::NotAnApprover { index, approver: a.approver.to_string() });
         }
         verify_assertion(index, a, credential, registry, op, Decision::Approve)?;
@@ -408,7 +420,7 @@ pub fn verify_quorum(
         decisions.push(CountedDecision { approver: a.approver.clone(), decision: Decision::Approve });
     }
     let mut roster = Roster::new();
-    for p in registry.approvers.iter().filter(|p| p.roles.contains(&Role::Approver)) {
+    for p in registry.approvers.iter().filter(|p| p.roles.contains(&deciding_role(op))) {
         roster.add(p.id.clone(), p.groups.iter().cloned());
     }
     match tally(quorum, responsible, &roster, &decisions, op.expires_at, released_at) {

@@ -28,6 +28,7 @@ CREATE TABLE enrollment_codes (
     code_hash   TEXT PRIMARY KEY,                 -- SHA-256 of the code, hex: the code itself is never stored
     approver_id TEXT NOT NULL REFERENCES approvers (id),
     bootstrap   BIGINT NOT NULL,                  -- 1: the credential is active at once (host bootstrap)
+    issued_by   TEXT NOT NULL,                    -- 'host', or the admin proposing the enrollment
     expires_at  BIGINT NOT NULL,
     used_at     BIGINT
 );

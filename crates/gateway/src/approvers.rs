@@ -30,7 +30,7 @@ use webauthn_rs::prelude::*;
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::keys::random_bytes;
-use crate::store::{AuditEvent, OpState, OperationRecord};
+use crate::store::{AuditEvent, Effect, OpState, OperationRecord, Release};
 
 fn hash_secret(secret: &str) -> String {
     HEXLOWER.encode(&Sha256::digest(secret.as_bytes()))
@@ -101,12 +101,30 @@ pub async fn issue_enrollment_code(
     display_name: &str,
     roles: &BTreeSet<Role>,
     groups: &BTreeSet<GroupName>,
-    bootstrap: bool,
+    issued_by: Option<&ApproverId>,
     now: Timestamp,
 ) -> Result<String> {
     let existing = approver(state, id).await?;
     if existing.as_ref().is_some_and(|a| a.revoked_at.is_some()) {
         return Err(err(409, "approver.revoked", format!("{id} has been revoked")));
+    }
+    let bootstrap = issued_by.is_none();
+    if bootstrap {
+        // The host may seed admins only until there are enough to approve an
+        // enrollment proposed by one of them (the admin quorum plus the proposer).
+        let policy =
+            state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
+        let (_, registry) = roster(state).await?;
+        let admins = registry.iter().filter(|p| p.roles.contains(&Role::Admin)).count() as u64;
+        if admins > policy.admin_quorum.people_needed() {
+            return Err(err(
+                409,
+                "approver.bootstrap_closed",
+                format!(
+                    "{admins} admins are enrolled; further people are enrolled through an ApproverEnroll operation"
+                ),
+            ));
+        }
     }
     let code = BASE32_NOPAD.encode(&random_bytes::<15>().map_err(Error::internal)?);
     let pool = state.store.pool();
@@ -126,15 +144,19 @@ pub async fn issue_enrollment_code(
         .await?;
     }
     let ttl = i64::try_from(state.config.webauthn.enrollment_code_ttl_seconds).unwrap_or(900);
-    sqlx::query("INSERT INTO enrollment_codes (code_hash, approver_id, bootstrap, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(hash_secret(&code))
-        .bind(id.as_str())
-        .bind(i64::from(bootstrap))
-        .bind(now.plus_seconds(ttl).unix())
+    sqlx::query(
+        "INSERT INTO enrollment_codes (code_hash, approver_id, bootstrap, issued_by, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(hash_secret(&code))
+    .bind(id.as_str())
+    .bind(i64::from(bootstrap))
+    .bind(issued_by.map_or("host", ApproverId::as_str))
+    .bind(now.plus_seconds(ttl).unix())
         .execute(&mut *tx)
         .await?;
+    let actor = issued_by.map_or_else(|| "host".to_owned(), |a| format!("approver:{a}"));
     let event = AuditEvent::new(
-        "host",
+        actor,
         if bootstrap { "approver.bootstrap_code" } else { "approver.enrollment_code" },
     )
     .detail("approver", id.as_str())
@@ -374,16 +396,18 @@ pub async fn enroll_finish(
     let cred_id = BASE64URL_NOPAD.encode(passkey.cred_id().as_ref());
     let pool = state.store.pool();
     let mut tx = pool.begin().await?;
-    let bootstrap: Option<i64> = sqlx::query_scalar(
-        "UPDATE enrollment_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING bootstrap",
+    let used = sqlx::query(
+        "UPDATE enrollment_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING bootstrap, issued_by",
     )
     .bind(now.unix())
     .bind(&code_hash)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(bootstrap) = bootstrap else {
+    let Some(used) = used else {
         return Err(err(401, "enroll.used_code", "this enrollment code was already used"));
     };
+    let bootstrap: i64 = used.try_get(0)?;
+    let issued_by: String = used.try_get(1)?;
     // After the bootstrap, a key counts only once an ApproverEnroll operation is approved.
     let status = if bootstrap == 1 { "active" } else { "pending_approval" };
     sqlx::query(
@@ -403,10 +427,32 @@ pub async fn enroll_finish(
     .await?;
     let event = AuditEvent::new(format!("approver:{}", c.approver), "credential.enrolled")
         .detail("credential", cred_id.as_str())
-        .detail("aaguid", aaguid.unwrap_or_default())
+        .detail("aaguid", aaguid.clone().unwrap_or_default())
         .detail("status", status);
     state.store.append_in(&mut tx, &event, now).await?;
     tx.commit().await?;
+    if bootstrap != 1 {
+        // The key counts only once admins approve an ApproverEnroll operation that
+        // shows exactly this person, their roles and groups, and this key.
+        let person =
+            approver(state, &c.approver).await?.ok_or_else(|| Error::internal("enrolled person vanished"))?;
+        let proposer = ApproverId::new(issued_by).map_err(Error::internal)?;
+        let key_bytes = BASE64URL_NOPAD.decode(public_key.as_bytes()).map_err(Error::internal)?;
+        let action = countersign_core::Action::ApproverEnroll(countersign_core::operation::ApproverEnroll {
+            approver: person.id.clone(),
+            display_name: person.display_name.clone(),
+            roles: person.roles.clone(),
+            groups: person.groups.clone(),
+            credential: countersign_core::operation::CredentialSummary {
+                credential_id: cred_id.clone(),
+                key_kind: countersign_core::operation::KeyKind::Fido2,
+                aaguid,
+                public_key_sha256: HEXLOWER.encode(&Sha256::digest(&key_bytes)),
+                label: label.to_owned(),
+            },
+        });
+        crate::intake::propose(state, &proposer, action, now).await?;
+    }
     Ok((cred_id, status))
 }
 
@@ -587,10 +633,15 @@ pub async fn decision_start(
 
 /// The operation, if this person may decide it now.
 async fn decidable(state: &AppState, who: &Session, op_id: &str, now: Timestamp) -> Result<OperationRecord> {
-    if !who.approver.roles.contains(&Role::Approver) {
-        return Err(err(403, "decision.not_an_approver", "only approvers decide on operations"));
-    }
     let record = state.store.operation(op_id).await?.ok_or_else(|| Error::not_found("operation"))?;
+    let role = countersign_core::certificate::deciding_role(&record.operation);
+    if !who.approver.roles.contains(&role) {
+        return Err(err(
+            403,
+            "decision.wrong_role",
+            format!("only people with the {role:?} role decide on this operation"),
+        ));
+    }
     if record.state != OpState::Pending {
         return Err(err(409, "decision.not_pending", format!("the operation is {}", record.state.as_str())));
     }
@@ -700,7 +751,12 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
             Verdict::RequireApproval { quorum, .. } => quorum,
             _ => return Err(Error::internal("a pending operation without a quorum")),
         };
-    let (roster, _) = roster(state).await?;
+    let role = countersign_core::certificate::deciding_role(&record.operation);
+    let (_, people) = roster(state).await?;
+    let mut roster = Roster::new();
+    for p in people.iter().filter(|p| p.roles.contains(&role)) {
+        roster.add(p.id.clone(), p.groups.iter().cloned());
+    }
     let rows = sqlx::query(
         "SELECT approver_id, credential_id, decision, authenticator_data, client_data_json, signature FROM decisions \
          WHERE operation_id = $1 ORDER BY approver_id",
@@ -751,7 +807,16 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
     };
     let event =
         AuditEvent::new("gateway", event_name).operation(&op.id, &record.digest).detail("basis", "quorum");
-    let moved = state.store.transition(&op.id, OpState::Pending, to, doc.as_ref(), &event, now).await?;
+    let effect = match &op.action {
+        countersign_core::Action::Unfreeze(_) => Some(Effect::Unfreeze),
+        countersign_core::Action::ApproverEnroll(e) => Some(Effect::ActivateCredential {
+            approver: e.approver.as_str().to_owned(),
+            credential: e.credential.credential_id.clone(),
+        }),
+        _ => None,
+    };
+    let release = doc.as_ref().map(|document| Release { document, effect });
+    let moved = state.store.transition(&op.id, OpState::Pending, to, release.as_ref(), &event, now).await?;
     let state_now =
         if moved { to } else { state.store.operation(op.id.as_str()).await?.map_or(to, |r| r.state) };
     Ok(DecisionOutcome { state: state_now, tally: t })

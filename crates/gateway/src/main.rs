@@ -59,6 +59,41 @@ enum Command {
     /// Export, verify or checkpoint the audit chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Approvers and their enrollment codes.
+    #[command(subcommand)]
+    Approver(ApproverCommand),
+    /// Print the approver registry signed by the gateway key (for settlement).
+    Registry,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApproverCommand {
+    /// Issue a single-use enrollment code. Without --by it is a bootstrap code (the
+    /// key counts at once), accepted only until enough admins exist to approve
+    /// enrollments; with --by, the enrolled key counts after an ApproverEnroll
+    /// operation proposed by that admin is approved by the admin quorum.
+    Code {
+        /// Person id, e.g. alice.
+        #[arg(long)]
+        id: String,
+        /// Name colleagues know.
+        #[arg(long)]
+        name: String,
+        /// Roles: approver, admin (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        role: Vec<String>,
+        /// Groups used by policy quorums (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        group: Vec<String>,
+        /// The admin proposing this enrollment.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Revoke a person: their keys stop counting at once, sessions end.
+    Revoke {
+        /// Person id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -199,6 +234,24 @@ async fn main() -> ExitCode {
         Command::Allowlist(AllowlistCommand::Add { account, network, address, label }) => {
             allowlist_add(&state, &account, &network, &address, &label, now).await
         }
+        Command::Approver(ApproverCommand::Code { id, name, role, group, by }) => {
+            approver_code(&state, &id, &name, &role, &group, by.as_deref(), now).await
+        }
+        Command::Approver(ApproverCommand::Revoke { id }) => {
+            let id = ApproverId::new(id).map_err(|e| e.to_string());
+            match id {
+                Ok(id) => match countersign_gateway::approvers::revoke(&state, &id, "host", now).await {
+                    Ok(true) => done(format!("revoked {id}: their keys no longer count")),
+                    Ok(false) => Err(format!("no active approver {id}")),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        Command::Registry => match countersign_gateway::approvers::registry(&state, now).await {
+            Ok(r) => serde_json::to_string_pretty(&r).map_err(|e| e.to_string()).and_then(done),
+            Err(e) => Err(e.to_string()),
+        },
         Command::Audit(AuditCommand::Export) => {
             state.store.audit_export().await.map(|t| print!("{t}")).map_err(|e| e.to_string())
         }
@@ -262,6 +315,45 @@ async fn unfreeze(
     done(format!(
         "proposed unfreeze {} (fingerprint {fingerprint}); it needs the admin quorum before {}",
         record.operation.id, record.operation.expires_at
+    ))
+}
+
+async fn approver_code(
+    state: &AppState,
+    id: &str,
+    name: &str,
+    roles: &[String],
+    groups: &[String],
+    by: Option<&str>,
+    now: countersign_core::Timestamp,
+) -> Result<(), String> {
+    use countersign_core::operation::Role;
+    let id = ApproverId::new(id).map_err(|e| e.to_string())?;
+    let roles = roles
+        .iter()
+        .map(|r| match r.as_str() {
+            "approver" => Ok(Role::Approver),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?} (approver, admin)")),
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let groups =
+        groups.iter().map(|g| g.parse()).collect::<Result<BTreeSet<_>, _>>().map_err(|e| format!("{e}"))?;
+    let by = by.map(ApproverId::new).transpose().map_err(|e| e.to_string())?;
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        state,
+        &id,
+        name,
+        &roles,
+        &groups,
+        by.as_ref(),
+        now,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    done(format!(
+        "enrollment code for {id} (single use, valid {} s; give it to them over a channel you trust): {code}",
+        state.config.webauthn.enrollment_code_ttl_seconds
     ))
 }
 

@@ -227,6 +227,30 @@ pub struct OperationFilter {
     pub before: Option<(i64, String)>,
 }
 
+/// What releasing an operation writes: the release document for settlement and the
+/// effect of an administrative operation, both in the release's transaction.
+#[derive(Debug, Clone)]
+pub struct Release<'a> {
+    /// The signed release document.
+    pub document: &'a Value,
+    /// What it changes in the gateway itself.
+    pub effect: Option<Effect>,
+}
+
+/// What a released administrative operation changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Lift the freeze of all API keys.
+    Unfreeze,
+    /// Let an enrolled key count.
+    ActivateCredential {
+        /// The person.
+        approver: String,
+        /// The key, base64url.
+        credential: String,
+    },
+}
+
 /// A ledger row waiting for webhook delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -838,7 +862,7 @@ impl Store {
         id: &OperationId,
         from: OpState,
         to: OpState,
-        certificate: Option<&Value>,
+        release: Option<&Release<'_>>,
         event: &AuditEvent,
         now: Timestamp,
     ) -> Result<bool> {
@@ -857,12 +881,38 @@ impl Store {
             return Ok(false);
         }
         if to == OpState::Released {
-            let cert = certificate.ok_or_else(|| Error::internal("release without a certificate refused"))?;
-            self.insert_ledger(&mut tx, id.as_str(), cert, now).await?;
+            let release = release.ok_or_else(|| Error::internal("release without a certificate refused"))?;
+            self.insert_ledger(&mut tx, id.as_str(), release.document, now).await?;
+            if let Some(effect) = &release.effect {
+                self.apply_effect(&mut tx, effect, now).await?;
+            }
         }
         self.append(&mut tx, event, now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn apply_effect(&self, tx: &mut AnyConnection, effect: &Effect, now: Timestamp) -> Result<()> {
+        match effect {
+            Effect::Unfreeze => {
+                sqlx::query(
+                    "UPDATE key_freeze SET frozen = 0, changed_at = $1, changed_by = 'quorum' WHERE id = 1",
+                )
+                .bind(now.unix())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Effect::ActivateCredential { approver, credential } => {
+                sqlx::query(
+                    "UPDATE credentials SET status = 'active' WHERE approver_id = $1 AND id = $2 AND status = 'pending_approval'",
+                )
+                .bind(approver)
+                .bind(credential)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Pending operations whose time is up (`expires_at <= now`), oldest first.

@@ -50,16 +50,30 @@ async fn post(gw: &Gateway, path: &str, bearer: Option<&str>, body: Value) -> Re
 }
 
 /// Bootstrap a person on the host, enroll their token, log in.
-pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], mut token: SoftToken) -> Approver {
-    let roles: BTreeSet<Role> = [Role::Approver].into();
+pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], token: SoftToken) -> Approver {
+    enroll_as(gw, id, &[Role::Approver], groups, None, token).await
+}
+
+/// Enroll a person's token with a code issued by the host (`issued_by` = None) or
+/// proposed by an admin; log in when the key is active at once.
+pub async fn enroll_as(
+    gw: &Gateway,
+    id: &str,
+    roles: &[Role],
+    groups: &[&str],
+    issued_by: Option<&str>,
+    mut token: SoftToken,
+) -> Approver {
+    let roles: BTreeSet<Role> = roles.iter().copied().collect();
     let groups = groups.iter().map(|g| g.parse().unwrap()).collect();
+    let by: Option<countersign_core::id::ApproverId> = issued_by.map(|b| b.parse().unwrap());
     let code = countersign_gateway::approvers::issue_enrollment_code(
         &gw.state,
         &id.parse().unwrap(),
         id,
         &roles,
         &groups,
-        true,
+        by.as_ref(),
         gw.now(),
     )
     .await
@@ -82,9 +96,12 @@ pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], mut token: SoftToke
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["status"], "active");
     let mut a = Approver { id: id.to_owned(), token, session: String::new() };
-    a.session = login(gw, &mut a).await.body["token"].as_str().unwrap().to_owned();
+    if r.body["status"] == "active" {
+        a.session = login(gw, &mut a).await.body["token"].as_str().unwrap().to_owned();
+    } else {
+        assert_eq!(r.body["status"], "pending_approval");
+    }
     a
 }
 
@@ -313,7 +330,7 @@ pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {
         "Erin",
         &roles,
         &BTreeSet::new(),
-        true,
+        None,
         gw.now(),
     )
     .await
@@ -322,4 +339,82 @@ pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": code})).await;
     assert_eq!(r.code(), "enroll.expired_code");
     let _ = tokens;
+}
+
+/// After the first admins, a new person's key counts only once other admins approve
+/// the ApproverEnroll operation with their keys; unfreezing works the same way.
+pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 5).await;
+    let admin = [Role::Admin, Role::Approver];
+    let mut alice = enroll_as(&gw, "alice", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
+    let mut dave = enroll_as(&gw, "dave", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
+    let mut erin = enroll_as(&gw, "erin", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
+    // Three admins can approve what one of them proposes (quorum 2): bootstrap closes.
+    let roles: BTreeSet<Role> = admin.into_iter().collect();
+    let closed = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &"mallory".parse().unwrap(),
+        "M",
+        &roles,
+        &BTreeSet::new(),
+        None,
+        gw.now(),
+    )
+    .await;
+    assert_eq!(closed.unwrap_err().code, "approver.bootstrap_closed");
+
+    // alice invites carol; carol's key is enrolled but does not count yet.
+    let mut carol =
+        enroll_as(&gw, "carol", &[Role::Approver], &["traders"], Some("alice"), tokens.remove(0)).await;
+    let r = post(&gw, "/v1/login/start", None, json!({"approver": "carol"})).await;
+    assert_eq!((r.status, r.code()), (403, "approver.no_active_key"));
+    let pending = countersign_gateway::approvers::pending(&gw.state, 10).await.unwrap();
+    let enroll_op = pending.iter().find(|p| p.operation.kind().as_str() == "approver_enroll").unwrap();
+    let enroll_id = enroll_op.operation.id.as_str().to_owned();
+    assert_eq!(enroll_op.operation.initiator.responsible_person().as_str(), "alice");
+
+    // alice proposed it, so she cannot approve; a trader-only approver may not decide admin operations.
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{enroll_id}/challenge"),
+        Some(&alice.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(r.code(), "decision.initiator");
+    let r = decide(&gw, &mut dave, &enroll_id, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "pending", "{:?}", r.body);
+    let r = decide(&gw, &mut erin, &enroll_id, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "released", "{:?}", r.body);
+    // Now carol's key counts.
+    let r = login(&gw, &mut carol).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    carol.session = r.body["token"].as_str().unwrap().to_owned();
+
+    // Unfreeze: frozen keys stay frozen until two admins approve.
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    assert!(gw.state.store.freeze("approver:carol", "suspicious", gw.now()).await.unwrap());
+    let action = countersign_core::Action::Unfreeze(countersign_core::operation::Unfreeze {
+        reason: "rotated".into(),
+    });
+    let unfreeze =
+        countersign_gateway::intake::propose(&gw.state, &"alice".parse().unwrap(), action, gw.now())
+            .await
+            .unwrap();
+    let uid = unfreeze.operation.id.as_str().to_owned();
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{uid}/challenge"),
+        Some(&carol.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(r.code(), "decision.wrong_role");
+    decide(&gw, &mut dave, &uid, Decision::Approve, &same).await;
+    assert_eq!(gw.withdraw(&key, &eth("1")).await.code(), "auth.frozen");
+    let r = decide(&gw, &mut erin, &uid, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "released", "{:?}", r.body);
+    assert!(!gw.state.store.freeze_state().await.unwrap().frozen);
+    assert_eq!(gw.withdraw(&key, &eth("1")).await.state(), "released");
+    let _ = &mut alice;
 }

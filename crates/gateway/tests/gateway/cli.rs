@@ -35,7 +35,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 fn help_describes_every_command() {
     let out = Command::new(env!("CARGO_BIN_EXE_countersign-gateway")).arg("--help").output().unwrap();
     let help = text(&out);
-    for cmd in ["serve", "api-key", "freeze", "allowlist", "audit"] {
+    for cmd in ["serve", "api-key", "freeze", "unfreeze", "allowlist", "audit", "approver", "registry"] {
         assert!(help.contains(cmd), "{help}");
     }
 }

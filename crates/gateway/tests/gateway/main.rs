@@ -29,6 +29,7 @@ both!(approvals => hardware_keys:
     two_hardware_key_approvals_release_a_large_withdrawal,
     approvals_bound_to_something_else_are_refused,
     one_rejection_vetoes_and_enrollment_codes_are_single_use,
+    new_keys_and_unfreezing_need_the_admin_quorum,
 );
 
 both!(stories => intake:

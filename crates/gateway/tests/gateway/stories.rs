@@ -394,7 +394,7 @@ pub async fn pending_operations_expire_and_are_never_released(db: Db) {
             &id,
             countersign_gateway::store::OpState::Pending,
             countersign_gateway::store::OpState::Released,
-            Some(&cert),
+            Some(&countersign_gateway::store::Release { document: &cert, effect: None }),
             &event,
             gw.now(),
         )
