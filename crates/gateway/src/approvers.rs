@@ -163,7 +163,7 @@ pub async fn issue_enrollment_code(
     .detail("roles", serde_json::to_string(roles).map_err(Error::internal)?)
     .detail("groups", serde_json::to_string(groups).map_err(Error::internal)?);
     state.store.append_in(&mut tx, &event, now).await?;
-    tx.commit().await?;
+    state.store.commit(tx).await?;
     Ok(code)
 }
 
@@ -430,7 +430,7 @@ pub async fn enroll_finish(
         .detail("aaguid", aaguid.clone().unwrap_or_default())
         .detail("status", status);
     state.store.append_in(&mut tx, &event, now).await?;
-    tx.commit().await?;
+    state.store.commit(tx).await?;
     if bootstrap != 1 {
         // The key counts only once admins approve an ApproverEnroll operation that
         // shows exactly this person, their roles and groups, and this key.
@@ -740,7 +740,7 @@ pub async fn decision_finish(
         .detail("decision", decision.to_string())
         .detail("credential", cred.id.as_str());
     state.store.append_in(&mut tx, &event, now).await?;
-    tx.commit().await?;
+    state.store.commit(tx).await?;
     settle(state, &record, now).await
 }
 
@@ -926,6 +926,6 @@ pub async fn revoke(state: &AppState, id: &ApproverId, actor: &str, now: Timesta
             )
             .await?;
     }
-    tx.commit().await?;
+    state.store.commit(tx).await?;
     Ok(done)
 }

@@ -188,6 +188,10 @@ pub struct Config {
     /// How often pending operations are checked for expiry, in seconds.
     #[serde(default = "default_sweep")]
     pub sweep_interval_seconds: u64,
+    /// Most operations one API key may have pending at once; beyond, requests that
+    /// would need approval are refused (push-fatigue protection).
+    #[serde(default = "default_max_pending")]
+    pub max_pending_per_key: i64,
     /// Sign an audit checkpoint after this many new entries.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
@@ -218,6 +222,9 @@ fn default_window() -> i64 {
 }
 fn default_sweep() -> u64 {
     5
+}
+fn default_max_pending() -> i64 {
+    20
 }
 fn default_checkpoint_every() -> u64 {
     100

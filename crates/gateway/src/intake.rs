@@ -190,6 +190,22 @@ pub async fn submit(
             evaluate(&policy, &initiator, &action, &ctx, now)
         }
     };
+    if matches!(verdict, Verdict::RequireApproval { .. })
+        && state.store.pending_for_key(key.id.as_str()).await? >= state.config.max_pending_per_key
+    {
+        let event = AuditEvent::new(format!("api_key:{}", key.id), "intake.rate_limited")
+            .detail("key_id", key.id.as_str())
+            .detail("max_pending", state.config.max_pending_per_key);
+        state.store.audit(&event, now).await?;
+        return Err(Error::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "intake.too_many_pending",
+            format!(
+                "this API key already has {} operations waiting for approval; nothing was stored",
+                state.config.max_pending_per_key
+            ),
+        ));
+    }
     let ttl = i64::try_from(policy.approval_ttl_seconds).unwrap_or(i64::MAX);
     let (state_after, expires_at) = match &verdict {
         Verdict::Allow => (OpState::Released, now.plus_seconds(ttl)),

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod intake;
 pub mod keys;
 pub mod metrics;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations/{id}/challenge", post(decision_challenge))
         .route("/v1/operations/{id}/decisions", post(decision_finish))
         .route("/v1/registry", get(registry))
+        .route("/v1/events", get(events_stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -504,4 +506,13 @@ async fn decision_finish(
 async fn registry(State(state): State<AppState>) -> Response {
     let r = async { Ok(axum::Json(approvers::registry(&state, state.clock.now()).await?).into_response()) };
     respond(&state, r.await)
+}
+
+async fn events_stream(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let who = match bearer(&state, &headers).await {
+        Ok(w) => w,
+        Err(e) => return respond(&state, Err(e)),
+    };
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
+    events::stream(state, who, last).into_response()
 }

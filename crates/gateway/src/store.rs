@@ -293,6 +293,8 @@ pub struct LedgerEntry {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Woken after every commit that appended to the audit chain (live events).
+    appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 fn ts(secs: i64) -> Result<Timestamp> {
@@ -352,7 +354,7 @@ impl Store {
         }
         let pool =
             options.connect(url.expose()).await.map_err(|e| Error::unavailable(format!("connect: {e}")))?;
-        let store = Store { pool, backend };
+        let store = Store { pool, backend, appended: std::sync::Arc::new(tokio::sync::Notify::new()) };
         store.migrate().await?;
         Ok(store)
     }
@@ -361,6 +363,48 @@ impl Store {
     #[must_use]
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Commit a transaction and wake the live event streams.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        tx.commit().await?;
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
+    /// Resolves after the next commit (or never, if none comes): live event streams
+    /// wait on this between reads.
+    pub async fn appended(&self) {
+        self.appended.notified().await;
+    }
+
+    /// Audit entries after `seq`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_after(&self, seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let e: String = r.try_get(0)?;
+                serde_json::from_str(&e).map_err(|e| corrupt("audit entry", e))
+            })
+            .collect()
+    }
+
+    /// The last audit sequence number.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_head(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?)
     }
 
     /// The connection pool, for the gateway's other storage modules.
@@ -420,7 +464,7 @@ impl Store {
                 .bind(*description)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
         }
         Ok(())
     }
@@ -457,7 +501,7 @@ impl Store {
             Ok(_) => {
                 let event = AuditEvent::new("host", "policy.initialised").detail("version", initial.version);
                 self.append(&mut tx, &event, now).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
             }
             // Another instance stored it first: theirs is as good.
             Err(e) if is_unique_violation(&e) => drop(tx),
@@ -522,7 +566,7 @@ impl Store {
             .detail("scopes", scopes)
             .detail("ip_allowlist", allow);
         self.append(&mut tx, &event, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -565,7 +609,7 @@ impl Store {
         if done {
             self.append(&mut tx, &AuditEvent::new(actor, "api_key.revoked").detail("key_id", id), now)
                 .await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
         }
         Ok(done)
     }
@@ -598,7 +642,7 @@ impl Store {
                 self.append(&mut tx, &event, now).await?;
             }
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -671,7 +715,7 @@ impl Store {
             == 1;
         if changed {
             self.append(&mut tx, &AuditEvent::new(actor, "freeze.on").detail("reason", reason), now).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
         }
         Ok(changed)
     }
@@ -737,7 +781,7 @@ impl Store {
             .detail("address", address)
             .detail("label", label);
         self.append(&mut tx, &event, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -813,7 +857,7 @@ impl Store {
         for event in events {
             self.append(&mut tx, event, now).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Inserted::New(OperationRecord {
             operation: new.operation,
             state: new.state,
@@ -888,7 +932,7 @@ impl Store {
             }
         }
         self.append(&mut tx, event, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -1045,6 +1089,17 @@ impl Store {
         Ok((transfers, history))
     }
 
+    /// How many operations an API key has pending.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn pending_for_key(&self, key_id: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE api_key_id = $1 AND state = 'pending'")
+            .bind(key_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Whether the account has a released withdrawal to this destination.
     ///
     /// # Errors
@@ -1132,7 +1187,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         self.append(&mut tx, event, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1189,7 +1244,7 @@ impl Store {
     pub async fn audit(&self, event: &AuditEvent, now: Timestamp) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         self.append(&mut tx, event, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

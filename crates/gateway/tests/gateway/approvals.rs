@@ -418,3 +418,110 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     assert_eq!(gw.withdraw(&key, &eth("1")).await.state(), "released");
     let _ = &mut alice;
 }
+
+/// A cloned key (same secret, same counter) is caught by its counter, flagged, and
+/// audited; revoking a person withdraws their approvals from pending operations.
+pub async fn cloned_keys_are_flagged_and_revocation_is_immediate(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 3).await;
+    let mut alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let mut dave = enroll(&gw, "dave", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let first = gw.withdraw(&key, &eth("5")).await.op_id();
+    let second = gw.withdraw(&key, &eth("6")).await.op_id();
+
+    // An attacker copied alice's key: same private key, same counter.
+    let clone = SoftToken::from_cbor(&alice.token.to_cbor().unwrap()).unwrap();
+    let mut thief = Approver { id: "alice".into(), token: clone, session: alice.session.clone() };
+    assert_eq!(decide(&gw, &mut alice, &first, Decision::Approve, &same).await.status, 200);
+    let r = decide(&gw, &mut thief, &second, Decision::Approve, &same).await;
+    assert_eq!((r.status, r.code()), (403, "decision.counter_regressed"), "{:?}", r.body);
+    let events = gw.audit_events().await;
+    assert!(events.contains(&"credential.counter_anomaly".to_string()));
+    // The flagged key no longer counts, for anyone holding it.
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{second}/challenge"),
+        Some(&alice.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (403, "approver.no_active_key"));
+
+    // carol approves the second; then carol is revoked: her approval stops counting
+    // and dave's alone does not release it.
+    assert_eq!(decide(&gw, &mut carol, &second, Decision::Approve, &same).await.status, 200);
+    assert!(
+        countersign_gateway::approvers::revoke(&gw.state, &"carol".parse().unwrap(), "host", gw.now())
+            .await
+            .unwrap()
+    );
+    let r = decide(&gw, &mut dave, &second, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "pending", "{:?}", r.body);
+    // Her session ended with the revocation.
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{second}/challenge"),
+        Some(&carol.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(r.code(), "session.invalid");
+    assert!(gw.state.store.ledger().await.unwrap().is_empty());
+}
+
+/// Read server-sent events until `want` events arrived (or 5 s passed).
+async fn read_events(resp: &mut reqwest::Response, want: usize) -> Vec<(String, String, Value)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while out.len() < want {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("events arrive within 5 s")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field =
+                |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+            if let (Some(id), Some(event), Some(data)) = (field("id:"), field("event:"), field("data:")) {
+                out.push((id, event, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Approvers are told at once, and a reconnect with Last-Event-ID misses nothing.
+pub async fn approvers_get_live_events_and_resume(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 2).await;
+    let alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let url = format!("{}/v1/events", gw.base);
+    assert_eq!(gw.http.get(&url).send().await.unwrap().status(), 401);
+
+    let mut live = gw.http.get(&url).bearer_auth(&alice.session).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let first = gw.withdraw(&key, &eth("5")).await.op_id();
+    let got = read_events(&mut live, 1).await;
+    assert_eq!(
+        (got[0].1.as_str(), got[0].2["operation"].as_str()),
+        ("operation.pending", Some(first.as_str()))
+    );
+    let last_id = got[0].0.clone();
+    drop(live);
+
+    // While alice is away: a new operation and a decision on the first.
+    let second = gw.withdraw(&key, &eth("6")).await.op_id();
+    assert_eq!(decide(&gw, &mut carol, &first, Decision::Approve, &same).await.status, 200);
+    let mut resumed =
+        gw.http.get(&url).bearer_auth(&alice.session).header("Last-Event-ID", &last_id).send().await.unwrap();
+    let got = read_events(&mut resumed, 2).await;
+    let seen: Vec<(&str, &str)> =
+        got.iter().map(|(_, e, d)| (e.as_str(), d["operation"].as_str().unwrap())).collect();
+    assert_eq!(seen, vec![("operation.pending", second.as_str()), ("decision.counted", first.as_str())]);
+    assert!(got[0].0.parse::<u64>().unwrap() > last_id.parse::<u64>().unwrap());
+}

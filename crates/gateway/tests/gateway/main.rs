@@ -30,6 +30,8 @@ both!(approvals => hardware_keys:
     approvals_bound_to_something_else_are_refused,
     one_rejection_vetoes_and_enrollment_codes_are_single_use,
     new_keys_and_unfreezing_need_the_admin_quorum,
+    cloned_keys_are_flagged_and_revocation_is_immediate,
+    approvers_get_live_events_and_resume,
 );
 
 both!(stories => intake:
