@@ -605,7 +605,12 @@ pub async fn session(state: &AppState, token: &str, now: Timestamp) -> Result<Se
     if person.revoked_at.is_some() {
         return Err(err(403, "approver.revoked", "this approver has been revoked"));
     }
-    Ok(Session { approver: person, credential_id: row.try_get(1)? })
+    // A session is bound to the key that opened it: a flagged or revoked key ends it.
+    let credential_id: String = row.try_get(1)?;
+    if !credentials_of(state, &id, true).await?.iter().any(|c| c.id == credential_id) {
+        return Err(invalid());
+    }
+    Ok(Session { approver: person, credential_id })
 }
 
 /// Begin a decision on an operation: a challenge scoped to (operation, decision,
@@ -928,4 +933,44 @@ pub async fn revoke(state: &AppState, id: &ApproverId, actor: &str, now: Timesta
     }
     state.store.commit(tx).await?;
     Ok(done)
+}
+
+/// Begin a break-glass freeze: any approver or admin, with a fresh hardware-key
+/// assertion (PIN and touch) in a challenge scoped to the freeze.
+///
+/// # Errors
+/// `approver.*` when the person has no active key.
+pub async fn freeze_start(
+    state: &AppState,
+    who: &Session,
+    now: Timestamp,
+) -> Result<(String, RequestChallengeResponse)> {
+    let (options, auth_state) = assertion_start(state, &who.approver).await?;
+    let id =
+        save_ceremony(state, "freeze", &who.approver.id, (None, None, None, None), &auth_state, now).await?;
+    Ok((id, options))
+}
+
+/// Finish a freeze: verify the assertion, then freeze every API key at once.
+/// Freezing is always safe, so one person suffices; lifting it needs the admin
+/// quorum (an `Unfreeze` operation).
+///
+/// # Errors
+/// `ceremony.*`, `assertion.*`.
+pub async fn freeze_finish(
+    state: &AppState,
+    who: &Session,
+    ceremony_id: &str,
+    response: &PublicKeyCredential,
+    reason: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    let c = take_ceremony(state, ceremony_id, "freeze", now).await?;
+    if c.approver != who.approver.id {
+        return Err(err(401, "ceremony.wrong_scope", "this challenge was issued to someone else"));
+    }
+    let (cred, _) = assertion_finish(state, &c, response, now).await?;
+    let actor = format!("approver:{}", who.approver.id);
+    let reason = format!("{reason} (signed with key {})", cred.id);
+    state.store.freeze(&actor, &reason, now).await
 }

@@ -134,6 +134,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations/{id}/decisions", post(decision_finish))
         .route("/v1/registry", get(registry))
         .route("/v1/events", get(events_stream))
+        .route("/v1/freeze/challenge", post(freeze_challenge))
+        .route("/v1/freeze", post(freeze))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -515,4 +517,26 @@ async fn events_stream(State(state): State<AppState>, headers: HeaderMap) -> Res
     };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
     events::stream(state, who, last).into_response()
+}
+
+async fn freeze_challenge(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        let who = bearer(&state, &headers).await?;
+        let (ceremony, options) = approvers::freeze_start(&state, &who, state.clock.now()).await?;
+        Ok(axum::Json(json!({ "ceremony": ceremony, "options": options })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+async fn freeze(State(state): State<AppState>, headers: HeaderMap, b: JsonBody<AssertionFinish>) -> Response {
+    let r = async {
+        let who = bearer(&state, &headers).await?;
+        let b = body(b)?;
+        let reason = b.reason.as_deref().unwrap_or("break glass");
+        let changed =
+            approvers::freeze_finish(&state, &who, &b.ceremony, &b.credential, reason, state.clock.now())
+                .await?;
+        Ok(axum::Json(json!({ "frozen": true, "changed": changed })).into_response())
+    };
+    respond(&state, r.await)
 }

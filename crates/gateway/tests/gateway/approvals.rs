@@ -438,7 +438,7 @@ pub async fn cloned_keys_are_flagged_and_revocation_is_immediate(db: Db) {
     assert_eq!((r.status, r.code()), (403, "decision.counter_regressed"), "{:?}", r.body);
     let events = gw.audit_events().await;
     assert!(events.contains(&"credential.counter_anomaly".to_string()));
-    // The flagged key no longer counts, for anyone holding it.
+    // The flagged key no longer counts, and the session it opened has ended.
     let r = post(
         &gw,
         &format!("/v1/operations/{second}/challenge"),
@@ -446,6 +446,8 @@ pub async fn cloned_keys_are_flagged_and_revocation_is_immediate(db: Db) {
         json!({"decision": "approve"}),
     )
     .await;
+    assert_eq!((r.status, r.code()), (401, "session.invalid"));
+    let r = post(&gw, "/v1/login/start", None, json!({"approver": "alice"})).await;
     assert_eq!((r.status, r.code()), (403, "approver.no_active_key"));
 
     // carol approves the second; then carol is revoked: her approval stops counting
@@ -524,4 +526,56 @@ pub async fn approvers_get_live_events_and_resume(db: Db) {
         got.iter().map(|(_, e, d)| (e.as_str(), d["operation"].as_str().unwrap())).collect();
     assert_eq!(seen, vec![("operation.pending", second.as_str()), ("decision.counted", first.as_str())]);
     assert!(got[0].0.parse::<u64>().unwrap() > last_id.parse::<u64>().unwrap());
+}
+
+/// Break glass: one approver's key touch freezes every API key at once.
+pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 1).await;
+    let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    assert_eq!(gw.withdraw(&key, &eth("1")).await.state(), "released");
+    let r = post(&gw, "/v1/freeze/challenge", Some(&carol.session), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let credential = AuthenticatorBackend::perform_auth(
+        &mut carol.token,
+        Url::parse(ORIGIN).unwrap(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    // Without a valid assertion nothing happens.
+    let mut forged = credential.clone();
+    forged.response.signature[8] ^= 1;
+    let r = post(
+        &gw,
+        "/v1/freeze",
+        Some(&carol.session),
+        json!({"ceremony": r.body["ceremony"], "credential": forged, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(r.code(), "assertion.invalid");
+    assert!(!gw.state.store.freeze_state().await.unwrap().frozen);
+    // A fresh challenge and a real touch.
+    let r = post(&gw, "/v1/freeze/challenge", Some(&carol.session), json!({})).await;
+    let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let credential = AuthenticatorBackend::perform_auth(
+        &mut carol.token,
+        Url::parse(ORIGIN).unwrap(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    let r = post(
+        &gw,
+        "/v1/freeze",
+        Some(&carol.session),
+        json!({"ceremony": r.body["ceremony"], "credential": credential, "reason": "odd withdrawals"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(gw.withdraw(&key, &eth("1")).await.code(), "auth.frozen");
+    let entry =
+        gw.state.store.audit_events().await.unwrap().into_iter().find(|e| e.event == "freeze.on").unwrap();
+    assert_eq!(entry.actor, "approver:carol");
 }

@@ -32,6 +32,7 @@ both!(approvals => hardware_keys:
     new_keys_and_unfreezing_need_the_admin_quorum,
     cloned_keys_are_flagged_and_revocation_is_immediate,
     approvers_get_live_events_and_resume,
+    any_approver_freezes_all_keys_with_a_touch,
 );
 
 both!(stories => intake:

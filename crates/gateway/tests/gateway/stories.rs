@@ -628,6 +628,8 @@ pub async fn health_metrics_and_openapi_match_the_routes(db: Db) {
         "/v1/operations/{id}/decisions",
         "/v1/registry",
         "/v1/events",
+        "/v1/freeze/challenge",
+        "/v1/freeze",
         "/healthz",
         "/metrics",
         "/openapi.json",
