@@ -122,7 +122,7 @@ def _one_spelling(value):
 
 def main():
     failures = 0
-    files = sorted(p for p in HERE.glob("*.json") if p.name != "decode-errors.json")
+    files = sorted(p for p in HERE.glob("*.json") if p.name not in ("decode-errors.json", "certificate.json"))
     for path in files:
         v = json.loads(path.read_text(encoding="utf-8"))
         canonical = jcs(v["operation"])

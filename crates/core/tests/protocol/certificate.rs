@@ -334,3 +334,33 @@ fn release_documents_refuse_every_change() {
         sign_release(&unfreeze, ReleaseBasis::AllowedByPolicy, None, vec![], now(), &gateway_key()).unwrap();
     assert_eq!(check(&doc).unwrap_err().code(), "release.quorum_required");
 }
+
+/// docs/vectors/certificate.json: a registry, an operation, its quorum and two
+/// approvals with real ES256 signatures (deterministic RFC 6979), which a compatible
+/// verifier must accept; bless with COUNTERSIGN_BLESS_VECTORS=1.
+#[test]
+fn the_published_certificate_vector_verifies() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/certificate.json");
+    let expected = serde_json::json!({
+        "description": "Two traders approve a $37,655.875 withdrawal initiated with bob's API key; policy fixture version 7 (tier 'large': 2 of traders).",
+        "registry": registry(),
+        "operation": String::from_utf8(countersign_core::canonical::encode(&large()).unwrap()).unwrap(),
+        "quorum": two_traders(),
+        "approvals": good(),
+        "released_at": now().plus_seconds(60),
+        "expected_approvers": ["alice", "carol"],
+    });
+    if std::env::var_os("COUNTERSIGN_BLESS_VECTORS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
+    }
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(file, expected);
+    // Verify from the file's own data.
+    let reg: Registry = serde_json::from_value(file["registry"].clone()).unwrap();
+    let op = countersign_core::canonical::decode(file["operation"].as_str().unwrap().as_bytes()).unwrap();
+    let q: Quorum = serde_json::from_value(file["quorum"].clone()).unwrap();
+    let approvals: Vec<CertifiedApproval> = serde_json::from_value(file["approvals"].clone()).unwrap();
+    let at: Timestamp = serde_json::from_value(file["released_at"].clone()).unwrap();
+    let who = verify_quorum(&op, &q, &approvals, &reg, &policy(), at).unwrap();
+    assert_eq!(serde_json::to_value(who).unwrap(), file["expected_approvers"]);
+}
