@@ -327,6 +327,13 @@ pub async fn enroll_start(
             "this enrollment code has expired; ask an admin for a new one",
         ));
     }
+    if state.attestation.is_empty() {
+        return Err(err(
+            503,
+            "enroll.not_configured",
+            "no attestation CA is trusted ([webauthn] attestation_presets / attestation_cas): enrollment is refused",
+        ));
+    }
     let person =
         approver(state, &approver_id).await?.ok_or_else(|| Error::internal("code without approver"))?;
     let exclude: Vec<CredentialID> = credentials_of(state, &approver_id, false)

@@ -96,8 +96,12 @@ pub struct WebauthnConfig {
     pub rp_id: String,
     /// The origin approvers' clients put in clientDataJSON, e.g. `https://approvals.example`.
     pub origin: String,
-    /// Attestation CAs whose keys may enroll, each restricted to AAGUIDs. None
-    /// configured: enrollment is refused (fail closed).
+    /// Built-in attestation trust: `yubikey` (Yubico's FIDO attestation root, any
+    /// YubiKey model). Combined with `attestation_cas`.
+    #[serde(default)]
+    pub attestation_presets: Vec<AttestationPreset>,
+    /// Further attestation CAs whose keys may enroll, each restricted to AAGUIDs.
+    /// Nothing configured: enrollment is refused (fail closed).
     #[serde(default)]
     pub attestation_cas: Vec<AttestationCaConfig>,
     /// How long a login lasts.
@@ -116,12 +120,23 @@ impl Default for WebauthnConfig {
         WebauthnConfig {
             rp_id: "localhost".into(),
             origin: "https://localhost".into(),
+            attestation_presets: vec![],
             attestation_cas: vec![],
             session_ttl_seconds: default_session_ttl(),
             challenge_ttl_seconds: default_challenge_ttl(),
             enrollment_code_ttl_seconds: default_code_ttl(),
         }
     }
+}
+
+/// A built-in set of trusted attestation roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestationPreset {
+    /// YubiKeys: "Yubico U2F Root CA Serial 457200631" (valid to 2050), any AAGUID.
+    /// Keys with firmware 5.7 and later chain to Yubico's newer FIDO root, which is
+    /// not bundled yet: add it with `attestation_cas`.
+    Yubikey,
 }
 
 /// One trusted attestation CA.

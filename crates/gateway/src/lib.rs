@@ -107,6 +107,15 @@ fn relying_party(
         .and_then(|b| b.rp_name("Countersign").build())
         .map_err(|e| bad(format!("rp_id/origin: {e:?}")))?;
     let mut cas = AttestationCaListBuilder::new();
+    let mut presets = webauthn_rs::prelude::AttestationCaList::default();
+    for preset in &config.webauthn.attestation_presets {
+        let pem: &[u8] = match preset {
+            config::AttestationPreset::Yubikey => YUBICO_U2F_ROOT_PEM,
+        };
+        let list = webauthn_rs::prelude::AttestationCaList::try_from(pem)
+            .map_err(|e| bad(format!("{preset:?}: {e:?}")))?;
+        presets.union(&list);
+    }
     for ca in &config.webauthn.attestation_cas {
         let pem = std::fs::read(&ca.pem_file).map_err(|e| bad(format!("{}: {e}", ca.pem_file.display())))?;
         for aaguid in &ca.aaguids {
@@ -115,8 +124,13 @@ fn relying_party(
                 .map_err(|e| bad(format!("{}: {e:?}", ca.pem_file.display())))?;
         }
     }
-    Ok((webauthn, cas.build()))
+    let mut list = cas.build();
+    list.union(&presets);
+    Ok((webauthn, list))
 }
+
+/// Yubico's FIDO attestation root (public certificate, valid 2014–2050).
+const YUBICO_U2F_ROOT_PEM: &[u8] = include_bytes!("../attestation/yubico-u2f-root-ca-serial-457200631.pem");
 
 /// The HTTP API.
 pub fn router(state: AppState) -> Router {
@@ -539,4 +553,34 @@ async fn freeze(State(state): State<AppState>, headers: HeaderMap, b: JsonBody<A
         Ok(axum::Json(json!({ "frozen": true, "changed": changed })).into_response())
     };
     respond(&state, r.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AttestationPreset;
+
+    fn config() -> Config {
+        let path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../countersign.example.toml"));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Config::from_toml(&text, path).unwrap()
+    }
+
+    #[test]
+    fn attestation_trust_comes_from_presets_and_files() {
+        let mut c = config();
+        assert_eq!(
+            c.webauthn.attestation_presets,
+            vec![AttestationPreset::Yubikey],
+            "the example trusts YubiKeys"
+        );
+        let (_, yubico) = relying_party(&c).unwrap();
+        assert_eq!(yubico.len(), 1);
+        c.webauthn.attestation_presets.clear();
+        let (_, none) = relying_party(&c).unwrap();
+        assert!(none.is_empty(), "nothing trusted unless configured");
+        c.webauthn.origin = "https://evil.example".into();
+        assert!(relying_party(&c).is_err(), "the origin must be within the RP id");
+    }
 }

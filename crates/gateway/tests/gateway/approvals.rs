@@ -579,3 +579,24 @@ pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
         gw.state.store.audit_events().await.unwrap().into_iter().find(|e| e.event == "freeze.on").unwrap();
     assert_eq!(entry.actor, "approver:carol");
 }
+
+/// With no attestation CA trusted, nobody can enroll (fail closed).
+pub async fn enrollment_is_refused_without_attestation_trust(db: Db) {
+    let gw = Gateway::start(db).await;
+    let roles: BTreeSet<Role> = [Role::Approver].into();
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &"alice".parse().unwrap(),
+        "Alice",
+        &roles,
+        &BTreeSet::new(),
+        None,
+        gw.now(),
+    )
+    .await
+    .unwrap();
+    let r = post(&gw, "/v1/enroll/start", None, json!({"code": code})).await;
+    assert_eq!((r.status, r.code()), (503, "enroll.not_configured"));
+    let r = post(&gw, "/v1/enroll/start", None, json!({"code": 7})).await;
+    assert_eq!((r.status, r.code()), (400, "request.invalid_body"));
+}

@@ -33,6 +33,7 @@ both!(approvals => hardware_keys:
     cloned_keys_are_flagged_and_revocation_is_immediate,
     approvers_get_live_events_and_resume,
     any_approver_freezes_all_keys_with_a_touch,
+    enrollment_is_refused_without_attestation_trust,
 );
 
 both!(stories => intake:
