@@ -1,0 +1,320 @@
+//! The Countersign demo in a terminal: a real gateway (HTTP on 127.0.0.1, SQLite in
+//! a temporary directory), a trading bot signing requests with its API key, and two
+//! approvers deciding with **software** authenticators (demo only) through the same
+//! WebAuthn ceremonies a YubiKey goes through. Settlement then verifies the release
+//! offline.
+//!
+//! Run with `./scripts/demo` (or `cargo run -p countersign-gateway --example demo`).
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use countersign_core::binding::{ApprovalBinding, client_data_json};
+use countersign_core::certificate::SignedRegistry;
+use countersign_core::operation::Role;
+use countersign_core::release::{Trust, verify_release};
+use countersign_core::{Decision, canonical};
+use countersign_gateway::clock::SystemClock;
+use countersign_gateway::config::Config;
+use countersign_gateway::{AppState, approvers, serve};
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+use webauthn_authenticator_rs::{AuthenticatorBackend, AuthenticatorBackendHashedClientData};
+use webauthn_rs::prelude::{
+    AttestationCaListBuilder, CreationChallengeResponse, RequestChallengeResponse, Url,
+};
+
+const ORIGIN: &str = "https://localhost";
+
+struct Bot {
+    http: reqwest::Client,
+    base: String,
+    key: SigningKey,
+}
+
+impl Bot {
+    async fn withdraw(&self, amount: &str, to: &str, n: usize) -> Value {
+        let body = serde_json::to_vec(&json!({
+            "account": "acct_main", "asset": "ETH", "network": "ethereum", "amount": amount,
+            "destination": {"address": to},
+        }))
+        .unwrap();
+        use countersign_gateway::clock::Clock as _;
+        let ts = SystemClock.now().unix(); // the bot's own clock
+        let nonce = format!(
+            "demo-nonce-{n:08}-{}",
+            HEXLOWER.encode(&countersign_gateway::keys::random_bytes::<4>().unwrap())
+        );
+        let hash = HEXLOWER.encode(&Sha256::digest(&body));
+        let msg = format!("countersign-request-v1\nPOST\n/v1/withdrawals\n\n{ts}\n{nonce}\n{hash}");
+        let sig = BASE64URL_NOPAD.encode(&self.key.sign(msg.as_bytes()).to_bytes());
+        let r = self
+            .http
+            .post(format!("{}/v1/withdrawals", self.base))
+            .header("CS-Key", "key_bot1")
+            .header("CS-Timestamp", ts.to_string())
+            .header("CS-Nonce", nonce)
+            .header("CS-Signature", sig)
+            .header("Idempotency-Key", format!("order-{n}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+}
+
+struct Person {
+    name: &'static str,
+    token: SoftToken,
+    session: String,
+}
+
+async fn post(http: &reqwest::Client, url: String, bearer: Option<&str>, body: Value) -> Value {
+    let mut req = http.post(url).json(&body);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+fn say(step: &str) {
+    println!("\n\x1b[1m== {step}\x1b[0m");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!(
+        "\x1b[1mCountersign demo\x1b[0m — gateway + bot + approvers in one terminal (the desktop app is not built yet)."
+    );
+    println!(
+        "\x1b[41;97m SOFTWARE AUTHENTICATORS IN USE — demo only; real approvers use hardware keys \x1b[0m"
+    );
+
+    // A gateway with the example policy, trusting the demo's software tokens.
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../../../countersign.example.toml")
+        .replace("data_dir = \"data\"", &format!("data_dir = {:?}", dir.path().display()))
+        .replace("approvals.exchange.example", "localhost")
+        .replace("attestation_presets = [\"yubikey\"]", "attestation_presets = []")
+        .replace("enforced = true", "enforced = false");
+    let config = Config::from_toml(&example, std::path::Path::new("countersign.example.toml")).unwrap();
+    let mut state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
+    let mut cas = AttestationCaListBuilder::new();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (token, ca) = SoftToken::new(true).unwrap();
+        cas.insert_device_x509(ca, AAGUID, "demo software token".into(), Default::default()).unwrap();
+        tokens.push(token);
+    }
+    state.attestation = cas.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(serve(state.clone(), listener));
+    let base = format!("http://{addr}");
+    let http = countersign_gateway::release::http_client(std::time::Duration::from_secs(10)).unwrap();
+    println!("gateway listening on {base} (SQLite in {})", dir.path().display());
+
+    say("1. An API key for a trading bot: Ed25519, withdraw scope, allowed from 127.0.0.0/8, owned by bob");
+    let bot_key = SigningKey::from_bytes(&countersign_gateway::keys::random_bytes::<32>().unwrap());
+    let now = state.clock.now();
+    let record = countersign_gateway::store::ApiKeyRecord {
+        id: "key_bot1".parse().unwrap(),
+        owner: "bob".parse().unwrap(),
+        label: "demo market maker".into(),
+        algorithm: countersign_core::operation::SigningAlgorithm::Ed25519,
+        public_key: Some(BASE64URL_NOPAD.encode(bot_key.verifying_key().as_bytes())),
+        hmac_salt: None,
+        scopes: [countersign_core::operation::Scope::Read, countersign_core::operation::Scope::Withdraw]
+            .into(),
+        ip_allowlist: vec!["127.0.0.0/8".into()],
+        max_reference_value: None,
+        created_at: now.minus_seconds(90 * 86_400),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+    };
+    state.store.insert_api_key(&record, now).await.unwrap();
+    let bot = Bot { http: http.clone(), base: base.clone(), key: bot_key };
+
+    say("2. Two approvers enroll their keys with single-use codes, then log in (PIN + touch)");
+    let mut people = Vec::new();
+    for (name, token) in ["alice", "carol"].into_iter().zip(tokens) {
+        let roles: BTreeSet<Role> = [Role::Approver].into();
+        let groups = ["traders".parse().unwrap()].into();
+        let code = approvers::issue_enrollment_code(
+            &state,
+            &name.parse().unwrap(),
+            name,
+            &roles,
+            &groups,
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        let start = post(&http, format!("{base}/v1/enroll/start"), None, json!({"code": code})).await;
+        let options: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+        let mut token = token;
+        let credential = AuthenticatorBackend::perform_register(
+            &mut token,
+            Url::parse(ORIGIN).unwrap(),
+            options.public_key,
+            60_000,
+        )
+        .unwrap();
+        let done = post(
+            &http,
+            format!("{base}/v1/enroll/finish"),
+            None,
+            json!({"ceremony": start["ceremony"], "label": "demo", "credential": credential}),
+        )
+        .await;
+        let login = post(&http, format!("{base}/v1/login/start"), None, json!({"approver": name})).await;
+        let options: RequestChallengeResponse = serde_json::from_value(login["options"].clone()).unwrap();
+        let assertion = AuthenticatorBackend::perform_auth(
+            &mut token,
+            Url::parse(ORIGIN).unwrap(),
+            options.public_key,
+            60_000,
+        )
+        .unwrap();
+        let session = post(
+            &http,
+            format!("{base}/v1/login/finish"),
+            None,
+            json!({"ceremony": login["ceremony"], "credential": assertion}),
+        )
+        .await;
+        println!(
+            "   {name}: key {} {}, logged in",
+            &done["credential_id"].as_str().unwrap()[..12],
+            done["status"]
+        );
+        people.push(Person { name, token, session: session["token"].as_str().unwrap().to_owned() });
+    }
+
+    say("3. The bot withdraws 0.5 ETH ($1,500): below every threshold");
+    let dest = "0x8ba1f109551bD432803012645Ac136ddd64DBA72";
+    let r = bot.withdraw("0.5", dest, 1).await;
+    println!("   -> {} (verdict {})", r["state"], r["verdict"]["verdict"]);
+
+    say("4. The bot withdraws 12.5 ETH ($37,500): held for two traders");
+    let r = bot.withdraw("12.5", dest, 2).await;
+    let op_id = r["operation"]["id"].as_str().unwrap().to_owned();
+    println!(
+        "   -> {} {op_id}, quorum {}, risk score {}",
+        r["state"], r["verdict"]["quorum"]["groups"], r["risk"]["score"]
+    );
+    println!(
+        "   fingerprint \x1b[1m{}\x1b[0m (approvers compare it on a second channel)",
+        r["fingerprint"].as_str().unwrap()
+    );
+
+    say("5. A man in the middle shows alice 1.25 ETH: her key signs what she saw, the gateway refuses it");
+    let challenge = |session: String| {
+        let (http, url) = (http.clone(), format!("{base}/v1/operations/{op_id}/challenge"));
+        async move { post(&http, url, Some(&session), json!({"decision": "approve"})).await }
+    };
+    let c = challenge(people[0].session.clone()).await;
+    let mut shown = canonical::decode(c["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
+    if let countersign_core::Action::Withdrawal(w) = &mut shown.action {
+        w.amount = "1.25".parse().unwrap();
+    }
+    let outcome = sign_and_send(&http, &base, &op_id, &mut people[0], &c, &shown).await;
+    println!("   -> refused: {} — {}", outcome["error"]["code"], outcome["error"]["message"]);
+
+    say("6. alice and carol approve what the gateway really holds");
+    for person in people.iter_mut() {
+        let c = challenge(person.session.clone()).await;
+        let op = canonical::decode(c["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
+        let outcome = sign_and_send(&http, &base, &op_id, person, &c, &op).await;
+        println!("   {} approves -> {}", person.name, outcome["state"]);
+    }
+
+    say(
+        "7. Settlement verifies the release offline: gateway signature, registry, policy, both hardware-key signatures",
+    );
+    let entry = state.store.ledger().await.unwrap().into_iter().find(|l| l.operation_id == op_id).unwrap();
+    let registry: SignedRegistry =
+        http.get(format!("{base}/v1/registry")).send().await.unwrap().json().await.unwrap();
+    let gateway_key = state.keys.verifying_key();
+    let registry = registry.verify(&gateway_key).unwrap().clone();
+    let policy = state.store.current_policy().await.unwrap().unwrap();
+    let trust = Trust { gateway: &gateway_key, policy: &policy, registry: &registry };
+    match verify_release(&serde_json::to_vec(&entry.certificate).unwrap(), &trust) {
+        Ok(op) => println!("   -> verified: move {} now", op.id),
+        Err(e) => println!("   -> REFUSED: {e}"),
+    }
+
+    say("8. A thief with the stolen key tries small withdrawals ($2,400 each) to stay under the threshold");
+    let (mut released, mut held) = (0, 0);
+    for n in 0..14 {
+        let r = bot.withdraw("0.8", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", 100 + n).await;
+        if r["state"] == "released" { released += 1 } else { held += 1 }
+    }
+    println!("   -> {released} released, {held} held for approval: this key's $25,000/hour budget is spent");
+
+    say("9. carol breaks the glass: one touch freezes every API key");
+    let f = post(&http, format!("{base}/v1/freeze/challenge"), Some(&people[1].session), json!({})).await;
+    let options: RequestChallengeResponse = serde_json::from_value(f["options"].clone()).unwrap();
+    let assertion = AuthenticatorBackend::perform_auth(
+        &mut people[1].token,
+        Url::parse(ORIGIN).unwrap(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    post(
+        &http,
+        format!("{base}/v1/freeze"),
+        Some(&people[1].session),
+        json!({"ceremony": f["ceremony"], "credential": assertion, "reason": "demo"}),
+    )
+    .await;
+    let r = bot.withdraw("0.1", dest, 999).await;
+    println!("   bot -> {}", r["error"]["code"]);
+
+    say("10. The audit chain verifies (and names the first broken entry if anyone edits it)");
+    let export = state.store.audit_export().await.unwrap();
+    let s = countersign_core::audit::verify_export(&export, &gateway_key).unwrap();
+    println!("   -> {} entries, head {}", s.entries, &s.head[..16]);
+    println!(
+        "\nDone. Everything above ran over real HTTP against the real gateway; see README.md for the two commands."
+    );
+}
+
+async fn sign_and_send(
+    http: &reqwest::Client,
+    base: &str,
+    op_id: &str,
+    who: &mut Person,
+    challenge: &Value,
+    shown: &countersign_core::Operation,
+) -> Value {
+    let options: RequestChallengeResponse = serde_json::from_value(challenge["options"].clone()).unwrap();
+    let binding = ApprovalBinding::new(shown, Decision::Approve).unwrap();
+    let cdj =
+        client_data_json(&BASE64URL_NOPAD.encode(&options.public_key.challenge), ORIGIN, &binding).unwrap();
+    let mut credential = AuthenticatorBackendHashedClientData::perform_auth(
+        &mut who.token,
+        Sha256::digest(&cdj).to_vec(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    credential.response.client_data_json = cdj;
+    post(
+        http,
+        format!("{base}/v1/operations/{op_id}/decisions"),
+        Some(&who.session),
+        json!({"ceremony": challenge["ceremony"], "credential": credential}),
+    )
+    .await
+}
