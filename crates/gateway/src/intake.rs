@@ -111,6 +111,26 @@ fn validate(
     Ok((account, asset, network, amount, destination, value))
 }
 
+/// A new operation with a fresh id, validated before anything is stored.
+fn new_operation(
+    now: Timestamp,
+    expires_at: Timestamp,
+    policy_version: u32,
+    initiator: Initiator,
+    action: Action,
+) -> Result<Operation> {
+    let operation = Operation {
+        id: new_operation_id(now)?,
+        created_at: now,
+        expires_at,
+        policy_version,
+        initiator,
+        action,
+    };
+    operation.validate()?;
+    Ok(operation)
+}
+
 /// What intake answers.
 #[derive(Debug)]
 pub struct IntakeOutcome {
@@ -212,15 +232,7 @@ pub async fn submit(
         Verdict::RequireApproval { expires_at, .. } => (OpState::Pending, *expires_at),
         Verdict::Deny { .. } => (OpState::Denied, now.plus_seconds(ttl)),
     };
-    let operation = Operation {
-        id: new_operation_id(now)?,
-        created_at: now,
-        expires_at,
-        policy_version: policy.version,
-        initiator,
-        action,
-    };
-    operation.validate()?;
+    let operation = new_operation(now, expires_at, policy.version, initiator, action)?;
     let digest = Digest::of(&operation)?;
     let digest_hex = digest.to_hex();
     let actor = format!("api_key:{}", key.id);
@@ -355,15 +367,7 @@ pub async fn propose(
             return Err(Error::internal("policy allowed an administrative operation without approval"));
         }
     };
-    let operation = Operation {
-        id: new_operation_id(now)?,
-        created_at: now,
-        expires_at,
-        policy_version: policy.version,
-        initiator,
-        action,
-    };
-    operation.validate()?;
+    let operation = new_operation(now, expires_at, policy.version, initiator, action)?;
     let digest = Digest::of(&operation)?.to_hex();
     let actor = format!("approver:{proposer}");
     let events = [

@@ -49,6 +49,24 @@ async fn post(gw: &Gateway, path: &str, bearer: Option<&str>, body: Value) -> Re
     Reply::from(req.send().await.unwrap()).await
 }
 
+/// A bootstrap enrollment code (as the gateway host's CLI issues it), or its refusal.
+async fn bootstrap_code(
+    gw: &Gateway,
+    id: &str,
+    roles: &BTreeSet<Role>,
+) -> countersign_gateway::error::Result<String> {
+    countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &id.parse().unwrap(),
+        id,
+        roles,
+        &BTreeSet::new(),
+        None,
+        gw.now(),
+    )
+    .await
+}
+
 /// Bootstrap a person on the host, enroll their token, log in.
 pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], token: SoftToken) -> Approver {
     enroll_as(gw, id, &[Role::Approver], groups, None, token).await
@@ -324,17 +342,7 @@ pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": "NOTACODE"})).await;
     assert_eq!((r.status, r.code()), (401, "enroll.unknown_code"));
     let roles: BTreeSet<Role> = [Role::Approver].into();
-    let code = countersign_gateway::approvers::issue_enrollment_code(
-        &gw.state,
-        &"erin".parse().unwrap(),
-        "Erin",
-        &roles,
-        &BTreeSet::new(),
-        None,
-        gw.now(),
-    )
-    .await
-    .unwrap();
+    let code = bootstrap_code(&gw, "erin", &roles).await.unwrap();
     gw.clock.advance(901);
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": code})).await;
     assert_eq!(r.code(), "enroll.expired_code");
@@ -351,16 +359,7 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     let mut erin = enroll_as(&gw, "erin", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
     // Three admins can approve what one of them proposes (quorum 2): bootstrap closes.
     let roles: BTreeSet<Role> = admin.into_iter().collect();
-    let closed = countersign_gateway::approvers::issue_enrollment_code(
-        &gw.state,
-        &"mallory".parse().unwrap(),
-        "M",
-        &roles,
-        &BTreeSet::new(),
-        None,
-        gw.now(),
-    )
-    .await;
+    let closed = bootstrap_code(&gw, "mallory", &roles).await;
     assert_eq!(closed.unwrap_err().code, "approver.bootstrap_closed");
 
     // alice invites carol; carol's key is enrolled but does not count yet.
@@ -584,17 +583,7 @@ pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
 pub async fn enrollment_is_refused_without_attestation_trust(db: Db) {
     let gw = Gateway::start(db).await;
     let roles: BTreeSet<Role> = [Role::Approver].into();
-    let code = countersign_gateway::approvers::issue_enrollment_code(
-        &gw.state,
-        &"alice".parse().unwrap(),
-        "Alice",
-        &roles,
-        &BTreeSet::new(),
-        None,
-        gw.now(),
-    )
-    .await
-    .unwrap();
+    let code = bootstrap_code(&gw, "alice", &roles).await.unwrap();
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": code})).await;
     assert_eq!((r.status, r.code()), (503, "enroll.not_configured"));
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": 7})).await;
