@@ -11,7 +11,7 @@
 //! that does not verify.
 
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
@@ -137,7 +137,7 @@ impl SignedCheckpoint {
             .map(|b| Signature::from_bytes(&b))
             .ok_or_else(|| bad("signature is not 64 bytes of base64url"))?;
         expected_key
-            .verify(&checkpoint_message(&self.checkpoint)?, &sig)
+            .verify_strict(&checkpoint_message(&self.checkpoint)?, &sig)
             .map_err(|_| bad("signature does not verify"))
     }
 }

@@ -208,10 +208,7 @@ async fn main() {
     say("4. The bot withdraws 12.5 ETH ($37,500): held for two traders");
     let r = bot.withdraw("12.5", dest, 2).await;
     let op_id = r["operation"]["id"].as_str().unwrap().to_owned();
-    println!(
-        "   -> {} {op_id}, quorum {}, risk score {}",
-        r["state"], r["verdict"]["quorum"]["groups"], r["risk"]["score"]
-    );
+    println!("   -> {} {op_id}, quorum {}", r["state"], r["verdict"]["quorum"]["groups"]);
     println!(
         "   fingerprint \x1b[1m{}\x1b[0m (approvers compare it on a second channel)",
         r["fingerprint"].as_str().unwrap()
@@ -223,6 +220,7 @@ async fn main() {
         async move { post(&http, url, Some(&session), json!({"decision": "approve"})).await }
     };
     let c = challenge(people[0].session.clone()).await;
+    println!("   approvers see the risk signals: {}", c["operation"]["risk"]);
     let mut shown = canonical::decode(c["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
     if let countersign_core::Action::Withdrawal(w) = &mut shown.action {
         w.amount = "1.25".parse().unwrap();

@@ -770,8 +770,9 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
         roster.add(p.id.clone(), p.groups.iter().cloned());
     }
     let rows = sqlx::query(
-        "SELECT approver_id, credential_id, decision, authenticator_data, client_data_json, signature FROM decisions \
-         WHERE operation_id = $1 ORDER BY approver_id",
+        "SELECT d.approver_id, d.credential_id, d.decision, d.authenticator_data, d.client_data_json, d.signature, \
+         c.status FROM decisions d LEFT JOIN credentials c ON c.id = d.credential_id AND c.approver_id = d.approver_id \
+         WHERE d.operation_id = $1 ORDER BY d.approver_id",
     )
     .bind(record.operation.id.as_str())
     .fetch_all(state.store.pool())
@@ -782,6 +783,13 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
         let who = ApproverId::new(r.try_get::<String, _>(0)?).map_err(Error::internal)?;
         let decision =
             if r.try_get::<String, _>(2)? == "approve" { Decision::Approve } else { Decision::Reject };
+        // An approval counts only while the key that signed it is active: a key
+        // flagged as cloned or revoked later loses every approval it gave. A
+        // rejection always counts (stopping is safe).
+        let key_active = r.try_get::<Option<String>, _>(6)?.as_deref() == Some("active");
+        if decision == Decision::Approve && !key_active {
+            continue;
+        }
         decisions.push(CountedDecision { approver: who.clone(), decision });
         if decision == Decision::Approve {
             approvals.push(CertifiedApproval {

@@ -124,7 +124,7 @@ pub async fn authenticate(
         Err(error)
     };
 
-    if (timestamp - now.unix()).abs() > window_seconds {
+    if timestamp.abs_diff(now.unix()) > window_seconds.unsigned_abs() {
         return Err(Error::unauthenticated(
             "auth.stale_timestamp",
             format!(

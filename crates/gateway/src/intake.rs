@@ -176,19 +176,24 @@ pub async fn submit(
 
     let longest_window = policy.velocity.iter().map(|v| v.window_seconds).max().unwrap_or(0);
     let lookback = i64::try_from(longest_window).unwrap_or(i64::MAX).max(BASELINE_SECONDS);
+    // From here to the insert, one transaction locked on this key and account: two
+    // concurrent requests cannot both spend the same velocity budget.
+    let mut tx = state.store.begin_intake(key.id.as_str(), account.as_str()).await?;
     let (recent, history) = state
         .store
-        .recent_withdrawals(key.id.as_str(), account.as_str(), now.minus_seconds(lookback))
+        .recent_withdrawals(&mut tx, key.id.as_str(), account.as_str(), now.minus_seconds(lookback))
         .await?;
-    let destination_status = state.store.allowlist_status(&account, &network, &destination.address).await?;
+    let destination_used_before = state
+        .store
+        .destination_used(&mut tx, account.as_str(), network.as_str(), &destination.address)
+        .await?;
+    let destination_status =
+        state.store.allowlist_status(&mut tx, &account, &network, &destination.address).await?;
     let risk: RiskAssessment = assess(
         &RiskInput {
             key_created_at: key.created_at,
             history: &history,
-            destination_used_before: state
-                .store
-                .destination_used(account.as_str(), network.as_str(), &destination.address)
-                .await?,
+            destination_used_before,
             source_ip,
             reference_value: value,
             velocity_used_percent: velocity_used_percent(&policy, &initiator, &withdrawal, &recent, now),
@@ -211,8 +216,9 @@ pub async fn submit(
         }
     };
     if matches!(verdict, Verdict::RequireApproval { .. })
-        && state.store.pending_for_key(key.id.as_str()).await? >= state.config.max_pending_per_key
+        && state.store.pending_for_key(&mut tx, key.id.as_str()).await? >= state.config.max_pending_per_key
     {
+        drop(tx); // release the lock (and SQLite's one connection) before auditing
         let event = AuditEvent::new(format!("api_key:{}", key.id), "intake.rate_limited")
             .detail("key_id", key.id.as_str())
             .detail("max_pending", state.config.max_pending_per_key);
@@ -266,7 +272,7 @@ pub async fn submit(
         idempotency_key: Some(idempotency_key.to_owned()),
         request_hash: Some(request_hash.clone()),
     };
-    match state.store.insert_operation(new, &events, cert.as_ref(), now).await? {
+    match state.store.insert_operation_in(tx, new, &events, cert.as_ref(), now).await? {
         Inserted::New(record) => {
             state.metrics.withdrawal(record.state);
             Ok(IntakeOutcome { record, created: true })
@@ -302,6 +308,17 @@ pub fn operation_view(record: &OperationRecord) -> Value {
         "risk": record.risk,
         "updated_at": record.updated_at,
     })
+}
+
+/// What the initiating API key sees: the operation view without the risk
+/// assessment, which would teach a thief the key's baseline.
+#[must_use]
+pub fn initiator_view(record: &OperationRecord) -> Value {
+    let mut view = operation_view(record);
+    if let Value::Object(map) = &mut view {
+        map.remove("risk");
+    }
+    view
 }
 
 /// Expire pending operations whose time is up; runs in the background.

@@ -250,7 +250,7 @@ async fn post_withdrawal(
 }
 
 fn withdrawal_response(outcome: &intake::IntakeOutcome) -> Response {
-    let mut view = intake::operation_view(&outcome.record);
+    let mut view = intake::initiator_view(&outcome.record);
     let status = match outcome.record.state {
         OpState::Released => StatusCode::CREATED,
         OpState::Pending => StatusCode::ACCEPTED,
@@ -285,7 +285,7 @@ async fn get_operation(
             .await?
             .filter(|r| initiated_by(r, &key))
             .ok_or_else(|| Error::not_found("operation"))?;
-        Ok(axum::Json(intake::operation_view(&record)).into_response())
+        Ok(axum::Json(intake::initiator_view(&record)).into_response())
     }
     .await;
     respond(&state, result)
@@ -345,7 +345,7 @@ async fn list_operations(
                 page.last().map(|r| encode_cursor(r.operation.created_at.unix(), r.operation.id.as_str()))
             })
             .flatten();
-        let items: Vec<_> = page.iter().map(intake::operation_view).collect();
+        let items: Vec<_> = page.iter().map(intake::initiator_view).collect();
         Ok(axum::Json(json!({ "operations": items, "next_cursor": next })).into_response())
     }
     .await;

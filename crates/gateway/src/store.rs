@@ -728,6 +728,7 @@ impl Store {
     /// Database errors.
     pub async fn allowlist_status(
         &self,
+        conn: &mut AnyConnection,
         account: &AccountId,
         network: &NetworkId,
         address: &str,
@@ -738,7 +739,7 @@ impl Store {
         .bind(account.as_str())
         .bind(network.as_str())
         .bind(address)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         Ok(match since {
             Some(s) => DestinationStatus::Allowlisted { since: ts(s)? },
@@ -800,6 +801,50 @@ impl Store {
         certificate: Option<&Value>,
         now: Timestamp,
     ) -> Result<Inserted> {
+        let tx = self.pool.begin().await?;
+        self.insert_operation_in(tx, new, events, certificate, now).await
+    }
+
+    /// Open the intake transaction for one API key and account: on PostgreSQL it
+    /// takes transaction-scoped advisory locks on both, so concurrent requests of
+    /// the same key or account (on any instance) read velocity and pending counts
+    /// one after another; on SQLite the single connection serialises them anyway.
+    /// Reads inside it must use the transaction's connection.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn begin_intake(
+        &self,
+        key_id: &str,
+        account: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            let mut names = [format!("countersign:key:{key_id}"), format!("countersign:account:{account}")];
+            names.sort(); // one lock order everywhere: no deadlocks
+            for name in names {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        Ok(tx)
+    }
+
+    /// [`Store::insert_operation`] inside a transaction the caller opened (and this
+    /// commits).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_operation_in(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        new: NewOperation,
+        events: &[AuditEvent],
+        certificate: Option<&Value>,
+        now: Timestamp,
+    ) -> Result<Inserted> {
         let op = &new.operation;
         let canonical_bytes = canonical::encode(op)?;
         let canonical_text = String::from_utf8(canonical_bytes).map_err(Error::internal)?;
@@ -813,7 +858,6 @@ impl Store {
         let w = op.withdrawal();
         let verdict = serde_json::to_string(&new.verdict).map_err(Error::internal)?;
         let risk = new.risk.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?;
-        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO operations (id, state, kind, canonical, digest, api_key_id, account, network, destination, \
              reference_value, source_ip, idempotency_key, request_hash, verdict, risk, created_at, expires_at, updated_at) \
@@ -1052,6 +1096,7 @@ impl Store {
     /// Database errors.
     pub async fn recent_withdrawals(
         &self,
+        conn: &mut AnyConnection,
         key_id: &str,
         account: &str,
         since: Timestamp,
@@ -1064,7 +1109,7 @@ impl Store {
         .bind(since.unix())
         .bind(key_id)
         .bind(account)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let mut transfers = Vec::with_capacity(rows.len());
         let mut history = Vec::new();
@@ -1093,10 +1138,10 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn pending_for_key(&self, key_id: &str) -> Result<i64> {
+    pub async fn pending_for_key(&self, conn: &mut AnyConnection, key_id: &str) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE api_key_id = $1 AND state = 'pending'")
             .bind(key_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?)
     }
 
@@ -1104,14 +1149,20 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn destination_used(&self, account: &str, network: &str, address: &str) -> Result<bool> {
+    pub async fn destination_used(
+        &self,
+        conn: &mut AnyConnection,
+        account: &str,
+        network: &str,
+        address: &str,
+    ) -> Result<bool> {
         let hit: Option<String> = sqlx::query_scalar(
             "SELECT id FROM operations WHERE account = $1 AND network = $2 AND destination = $3 AND state = 'released' LIMIT 1",
         )
         .bind(account)
         .bind(network)
         .bind(address)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         Ok(hit.is_some())
     }

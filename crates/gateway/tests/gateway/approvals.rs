@@ -448,6 +448,11 @@ pub async fn cloned_keys_are_flagged_and_revocation_is_immediate(db: Db) {
     assert_eq!((r.status, r.code()), (401, "session.invalid"));
     let r = post(&gw, "/v1/login/start", None, json!({"approver": "alice"})).await;
     assert_eq!((r.status, r.code()), (403, "approver.no_active_key"));
+    // alice's earlier approval of the first operation was made with the flagged key:
+    // it no longer counts, so carol's approval alone does not release it.
+    let r = decide(&gw, &mut carol, &first, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "pending", "{:?}", r.body);
+    assert_eq!(r.body["tally"]["progress"][0]["approved"], 1);
 
     // carol approves the second; then carol is revoked: her approval stops counting
     // and dave's alone does not release it.

@@ -53,4 +53,5 @@ both!(stories => intake:
     health_metrics_and_openapi_match_the_routes,
     settlement_webhook_is_retried_until_acknowledged,
     unfreezing_is_an_operation_that_needs_the_admin_quorum,
+    concurrent_small_withdrawals_cannot_overspend_the_budget,
 );

@@ -752,3 +752,37 @@ pub async fn unfreezing_is_an_operation_that_needs_the_admin_quorum(db: Db) {
     assert!(gw.state.store.freeze_state().await.unwrap().frozen);
     assert_eq!(gw.withdraw(&key, &eth("1")).await.code(), "auth.frozen");
 }
+
+/// A thief firing many small withdrawals at once cannot overspend the velocity
+/// budget: intake for one key and account is serialised (advisory locks on
+/// PostgreSQL, the single writer on SQLite).
+pub async fn concurrent_small_withdrawals_cannot_overspend_the_budget(db: Db) {
+    let gw = Gateway::start(db).await;
+    gw.api_key("key_mm1", KeySpec::default()).await;
+    let record = gw.state.store.api_key("key_mm1").await.unwrap().unwrap();
+    let body = serde_json::to_vec(&eth("0.8")).unwrap(); // $2,400; the key's budget is $25,000 per hour
+    // Straight into intake (authentication is not what is raced here), all at once.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (state, record, body, now) = (gw.state.clone(), record.clone(), body.clone(), gw.now());
+        set.spawn(async move {
+            countersign_gateway::intake::submit(
+                &state,
+                &record,
+                &format!("burst-{i}"),
+                &body,
+                "127.0.0.1".parse().unwrap(),
+                now,
+            )
+            .await
+            .unwrap()
+            .record
+            .state
+        });
+    }
+    let states = set.join_all().await;
+    let released = states.iter().filter(|s| s.as_str() == "released").count();
+    assert_eq!(states.len(), 24);
+    assert_eq!(released, 10, "10 × $2,400 fit in $25,000; the 11th must wait for approval: {states:?}");
+    assert_eq!(gw.state.store.ledger().await.unwrap().len(), 10);
+}
