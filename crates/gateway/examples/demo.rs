@@ -51,7 +51,8 @@ impl Bot {
             HEXLOWER.encode(&countersign_gateway::keys::random_bytes::<4>().unwrap())
         );
         let hash = HEXLOWER.encode(&Sha256::digest(&body));
-        let msg = format!("countersign-request-v1\nPOST\n/v1/withdrawals\n\n{ts}\n{nonce}\n{hash}");
+        let idem = format!("order-{n}");
+        let msg = format!("countersign-request-v1\nPOST\n/v1/withdrawals\n\n{ts}\n{nonce}\n{idem}\n{hash}");
         let sig = BASE64URL_NOPAD.encode(&self.key.sign(msg.as_bytes()).to_bytes());
         let r = self
             .http
@@ -60,7 +61,7 @@ impl Bot {
             .header("CS-Timestamp", ts.to_string())
             .header("CS-Nonce", nonce)
             .header("CS-Signature", sig)
-            .header("Idempotency-Key", format!("order-{n}"))
+            .header("Idempotency-Key", idem)
             .body(body)
             .send()
             .await

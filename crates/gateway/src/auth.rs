@@ -1,7 +1,8 @@
 //! API-key request authentication (see `docs/api-signing.md`).
 //!
 //! ```text
-//! string to sign = "countersign-request-v1" LF METHOD LF PATH LF QUERY LF TIMESTAMP LF NONCE LF hex(SHA-256(body))
+//! string to sign = "countersign-request-v1" LF METHOD LF PATH LF QUERY LF TIMESTAMP LF NONCE LF
+//!                  IDEMPOTENCY-KEY LF hex(SHA-256(body))
 //! CS-Key: <key id>   CS-Timestamp: <unix seconds>   CS-Nonce: <16..64 of [A-Za-z0-9_-]>
 //! CS-Signature: base64url(Ed25519(string)) or base64url(HMAC-SHA256(secret, string))
 //! ```
@@ -45,10 +46,12 @@ pub fn string_to_sign(
     query: &str,
     timestamp: i64,
     nonce: &str,
+    idempotency_key: &str,
     body: &[u8],
 ) -> Vec<u8> {
     let body_hash = HEXLOWER.encode(&Sha256::digest(body));
-    format!("{SCHEME}\n{method}\n{path}\n{query}\n{timestamp}\n{nonce}\n{body_hash}").into_bytes()
+    format!("{SCHEME}\n{method}\n{path}\n{query}\n{timestamp}\n{nonce}\n{idempotency_key}\n{body_hash}")
+        .into_bytes()
 }
 
 /// The parts of a request that authentication looks at.
@@ -138,6 +141,8 @@ pub async fn authenticate(
         req.uri.query().unwrap_or(""),
         timestamp,
         nonce,
+        // Signed, so nobody on the path can replay a held request as a new order.
+        req.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or(""),
         req.body,
     );
     if !signature_valid(&key, keys, &message, &signature) {
@@ -240,10 +245,18 @@ mod tests {
 
     #[test]
     fn string_to_sign_has_every_part() {
-        let s = string_to_sign("POST", "/v1/withdrawals", "", 1_795_894_974, "n0nce-n0nce-n0nce", b"{}");
+        let s = string_to_sign(
+            "POST",
+            "/v1/withdrawals",
+            "",
+            1_795_894_974,
+            "n0nce-n0nce-n0nce",
+            "order-1",
+            b"{}",
+        );
         assert_eq!(
             String::from_utf8(s).unwrap(),
-            "countersign-request-v1\nPOST\n/v1/withdrawals\n\n1795894974\nn0nce-n0nce-n0nce\n\
+            "countersign-request-v1\nPOST\n/v1/withdrawals\n\n1795894974\nn0nce-n0nce-n0nce\norder-1\n\
              44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
     }

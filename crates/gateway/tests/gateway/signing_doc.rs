@@ -12,6 +12,7 @@ pub const SEED: [u8; 32] = [0x2a; 32];
 pub const HMAC_SECRET: [u8; 32] = [0x0b; 32];
 pub const TIMESTAMP: i64 = 1_795_867_200;
 pub const NONCE: &str = "c2f1a0e4b7d94e5f8a61";
+pub const IDEMPOTENCY_KEY: &str = "order-20261128-0001";
 pub const BODY: &str = r#"{"account":"acct_main","amount":"1.5","asset":"ETH","destination":{"address":"0x8ba1f109551bD432803012645Ac136ddd64DBA72"},"network":"ethereum"}"#;
 
 pub struct Example {
@@ -24,7 +25,8 @@ pub struct Example {
 
 pub fn example() -> Example {
     let sk = SigningKey::from_bytes(&SEED);
-    let message = string_to_sign("POST", "/v1/withdrawals", "", TIMESTAMP, NONCE, BODY.as_bytes());
+    let message =
+        string_to_sign("POST", "/v1/withdrawals", "", TIMESTAMP, NONCE, IDEMPOTENCY_KEY, BODY.as_bytes());
     Example {
         public_key: BASE64URL_NOPAD.encode(sk.verifying_key().as_bytes()),
         body_hash: HEXLOWER.encode(&Sha256::digest(BODY.as_bytes())),
@@ -48,7 +50,12 @@ fn the_document_shows_the_computed_values() {
     ] {
         assert!(doc.contains(value.as_str()), "docs/api-signing.md lacks the {name}:\n{value}");
     }
-    assert!(doc.contains(BODY) && doc.contains(NONCE) && doc.contains(&TIMESTAMP.to_string()));
+    assert!(
+        doc.contains(BODY)
+            && doc.contains(NONCE)
+            && doc.contains(IDEMPOTENCY_KEY)
+            && doc.contains(&TIMESTAMP.to_string())
+    );
 }
 
 #[tokio::test]
@@ -80,7 +87,7 @@ async fn the_gateway_accepts_the_example_request() {
         .header("CS-Timestamp", TIMESTAMP.to_string())
         .header("CS-Nonce", NONCE)
         .header("CS-Signature", example().ed25519)
-        .header("Idempotency-Key", "doc-example-1")
+        .header("Idempotency-Key", IDEMPOTENCY_KEY)
         .body(BODY)
         .send()
         .await

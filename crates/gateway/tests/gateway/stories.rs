@@ -261,7 +261,7 @@ pub async fn every_auth_failure_has_its_code_and_known_keys_are_audited(db: Db) 
     };
     assert_eq!(gw.withdraw(&impostor, &eth("1")).await.code(), "auth.bad_signature");
     let sig_for_small =
-        key.sign("POST", "/v1/withdrawals", "", now, "nonce-aaaaaaaaaaaaaaaa", &body(eth("1")));
+        key.sign("POST", "/v1/withdrawals", "", now, "nonce-aaaaaaaaaaaaaaaa", "k", &body(eth("1")));
     let r = gw
         .http
         .post(format!("{}/v1/withdrawals", gw.base))

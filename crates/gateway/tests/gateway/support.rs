@@ -315,7 +315,9 @@ impl Gateway {
         extra: &[(&str, &str)],
     ) -> reqwest::RequestBuilder {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        let signature = key.sign(method, path, query, timestamp, nonce, body);
+        let idem =
+            extra.iter().find(|(k, _)| k.eq_ignore_ascii_case("idempotency-key")).map_or("", |(_, v)| *v);
+        let signature = key.sign(method, path, query, timestamp, nonce, idem, body);
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{}", self.base, path_and_query))
@@ -390,6 +392,7 @@ pub struct TestKey {
 
 impl TestKey {
     /// Signs per docs/api-signing.md (written independently of the gateway's code).
+    #[allow(clippy::too_many_arguments)]
     pub fn sign(
         &self,
         method: &str,
@@ -397,11 +400,13 @@ impl TestKey {
         query: &str,
         timestamp: i64,
         nonce: &str,
+        idempotency_key: &str,
         body: &[u8],
     ) -> String {
         let body_hash = HEXLOWER.encode(&Sha256::digest(body));
-        let message =
-            format!("countersign-request-v1\n{method}\n{path}\n{query}\n{timestamp}\n{nonce}\n{body_hash}");
+        let message = format!(
+            "countersign-request-v1\n{method}\n{path}\n{query}\n{timestamp}\n{nonce}\n{idempotency_key}\n{body_hash}"
+        );
         match &self.secret {
             Secret::Ed25519(sk) => BASE64URL_NOPAD.encode(&sk.sign(message.as_bytes()).to_bytes()),
             Secret::Hmac(k) => {
