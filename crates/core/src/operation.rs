@@ -317,6 +317,9 @@ pub struct ApiKeyCreate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unfreeze {
+    /// When the freeze being lifted began: an approval to lift one freeze never
+    /// lifts a later one.
+    pub freeze_started: Timestamp,
     /// Why it is safe again.
     pub reason: String,
 }

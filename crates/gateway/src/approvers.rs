@@ -89,6 +89,35 @@ struct StoredCredential {
     status: String,
 }
 
+/// The host may seed people only until there are enough admins to approve an
+/// enrollment proposed by one of them (the admin quorum plus the proposer). When a
+/// code is issued, codes still outstanding count as admins too, so a burst of codes
+/// cannot overshoot; when a code is used, the check runs again.
+async fn ensure_bootstrap_open(state: &AppState, now: Timestamp, count_outstanding: bool) -> Result<()> {
+    let policy = state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
+    let (_, registry) = roster(state).await?;
+    let mut admins = registry.iter().filter(|p| p.roles.contains(&Role::Admin)).count() as u64;
+    if count_outstanding {
+        let outstanding: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM enrollment_codes WHERE bootstrap = 1 AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now.unix())
+        .fetch_one(state.store.pool())
+        .await?;
+        admins += u64::try_from(outstanding).unwrap_or(0);
+    }
+    if admins > policy.admin_quorum.people_needed() {
+        return Err(err(
+            409,
+            "approver.bootstrap_closed",
+            format!(
+                "{admins} admins are enrolled or invited; further people are enrolled through an ApproverEnroll operation"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Create a person (or reuse them) and a single-use enrollment code. `bootstrap`
 /// codes make the enrolled key active at once; only the gateway host's CLI issues
 /// them (the first admins). Returns the code, shown once.
@@ -110,21 +139,7 @@ pub async fn issue_enrollment_code(
     }
     let bootstrap = issued_by.is_none();
     if bootstrap {
-        // The host may seed admins only until there are enough to approve an
-        // enrollment proposed by one of them (the admin quorum plus the proposer).
-        let policy =
-            state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
-        let (_, registry) = roster(state).await?;
-        let admins = registry.iter().filter(|p| p.roles.contains(&Role::Admin)).count() as u64;
-        if admins > policy.admin_quorum.people_needed() {
-            return Err(err(
-                409,
-                "approver.bootstrap_closed",
-                format!(
-                    "{admins} admins are enrolled; further people are enrolled through an ApproverEnroll operation"
-                ),
-            ));
-        }
+        ensure_bootstrap_open(state, now, true).await?;
     }
     let code = BASE32_NOPAD.encode(&random_bytes::<15>().map_err(Error::internal)?);
     let pool = state.store.pool();
@@ -400,6 +415,14 @@ pub async fn enroll_finish(
         _ => None,
     };
     let code_hash = c.code_hash.ok_or_else(|| Error::internal("enroll ceremony without code"))?;
+    let is_bootstrap: Option<i64> =
+        sqlx::query_scalar("SELECT bootstrap FROM enrollment_codes WHERE code_hash = $1")
+            .bind(&code_hash)
+            .fetch_optional(state.store.pool())
+            .await?;
+    if is_bootstrap == Some(1) {
+        ensure_bootstrap_open(state, now, false).await?;
+    }
     let cred_id = BASE64URL_NOPAD.encode(passkey.cred_id().as_ref());
     let pool = state.store.pool();
     let mut tx = pool.begin().await?;
@@ -828,7 +851,9 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
     let event =
         AuditEvent::new("gateway", event_name).operation(&op.id, &record.digest).detail("basis", "quorum");
     let effect = match &op.action {
-        countersign_core::Action::Unfreeze(_) => Some(Effect::Unfreeze),
+        countersign_core::Action::Unfreeze(u) => {
+            Some(Effect::Unfreeze { freeze_started: u.freeze_started.unix() })
+        }
         countersign_core::Action::ApproverEnroll(e) => Some(Effect::ActivateCredential {
             approver: e.approver.as_str().to_owned(),
             credential: e.credential.credential_id.clone(),

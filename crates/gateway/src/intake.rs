@@ -403,3 +403,28 @@ pub async fn propose(
         Inserted::New(record) | Inserted::Existing(record) => Ok(record),
     }
 }
+
+/// Propose lifting the current freeze (an `Unfreeze` operation for the admin quorum).
+///
+/// # Errors
+/// `unfreeze.not_frozen` (409) when nothing is frozen; as [`propose`].
+pub async fn propose_unfreeze(
+    state: &AppState,
+    proposer: &countersign_core::id::ApproverId,
+    reason: &str,
+    now: Timestamp,
+) -> Result<OperationRecord> {
+    let freeze = state.store.freeze_state().await?;
+    if !freeze.frozen {
+        return Err(Error::new(
+            axum::http::StatusCode::CONFLICT,
+            "unfreeze.not_frozen",
+            "API keys are not frozen",
+        ));
+    }
+    let action = Action::Unfreeze(countersign_core::operation::Unfreeze {
+        freeze_started: freeze.changed_at,
+        reason: reason.to_owned(),
+    });
+    propose(state, proposer, action, now).await
+}

@@ -306,8 +306,7 @@ async fn unfreeze(
     now: countersign_core::Timestamp,
 ) -> Result<(), String> {
     let proposer = ApproverId::new(proposer).map_err(|e| e.to_string())?;
-    let action = countersign_core::Action::Unfreeze(countersign_core::operation::Unfreeze { reason });
-    let record = countersign_gateway::intake::propose(state, &proposer, action, now)
+    let record = countersign_gateway::intake::propose_unfreeze(state, &proposer, &reason, now)
         .await
         .map_err(|e| e.to_string())?;
     let fingerprint =

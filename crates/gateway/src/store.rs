@@ -240,8 +240,11 @@ pub struct Release<'a> {
 /// What a released administrative operation changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Lift the freeze of all API keys.
-    Unfreeze,
+    /// Lift the freeze of all API keys, if it is still the freeze that began then.
+    Unfreeze {
+        /// When the freeze being lifted began (Unix seconds).
+        freeze_started: i64,
+    },
     /// Let an enrolled key count.
     ActivateCredential {
         /// The person.
@@ -982,13 +985,20 @@ impl Store {
 
     async fn apply_effect(&self, tx: &mut AnyConnection, effect: &Effect, now: Timestamp) -> Result<()> {
         match effect {
-            Effect::Unfreeze => {
-                sqlx::query(
-                    "UPDATE key_freeze SET frozen = 0, changed_at = $1, changed_by = 'quorum' WHERE id = 1",
+            Effect::Unfreeze { freeze_started } => {
+                let lifted = sqlx::query(
+                    "UPDATE key_freeze SET frozen = 0, changed_at = $1, changed_by = 'quorum' \
+                     WHERE id = 1 AND frozen = 1 AND changed_at = $2",
                 )
                 .bind(now.unix())
+                .bind(*freeze_started)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                    == 1;
+                let event = if lifted { "freeze.off" } else { "unfreeze.stale" };
+                let event = AuditEvent::new("quorum", event).detail("freeze_started", *freeze_started);
+                self.append(tx, &event, now).await?;
             }
             Effect::ActivateCredential { approver, credential } => {
                 sqlx::query(

@@ -328,7 +328,10 @@ fn release_documents_refuse_every_change() {
     // An unfreeze (admin operation) always needs the admin quorum.
     let unfreeze = countersign_core::Operation {
         initiator: countersign_core::Initiator::Approver { approver: id("alice") },
-        ..operation(Action::Unfreeze(countersign_core::operation::Unfreeze { reason: "x".into() }))
+        ..operation(Action::Unfreeze(countersign_core::operation::Unfreeze {
+            freeze_started: now(),
+            reason: "x".into(),
+        }))
     };
     let doc =
         sign_release(&unfreeze, ReleaseBasis::AllowedByPolicy, None, vec![], now(), &gateway_key()).unwrap();

@@ -157,7 +157,7 @@ fn reference_value_in_another_currency_is_denied() {
 
 #[test]
 fn api_keys_cannot_initiate_administrative_operations() {
-    let a = Action::Unfreeze(Unfreeze { reason: "x".into() });
+    let a = Action::Unfreeze(Unfreeze { freeze_started: t("2026-11-27T09:00:00Z"), reason: "x".into() });
     assert_eq!(
         eval(&a, &calm_context()),
         Verdict::Deny { reason: DenyReason::NotPermittedForApiKeys { kind: OperationKind::Unfreeze } }

@@ -216,6 +216,7 @@ pub fn every_kind() -> Vec<(&'static str, Operation)> {
         (
             "unfreeze",
             admin_op(Action::Unfreeze(Unfreeze {
+                freeze_started: t("2026-11-27T09:00:00Z"),
                 reason: "stolen key revoked; incident 2026-11-27 closed".into(),
             })),
         ),

@@ -393,13 +393,14 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     // Unfreeze: frozen keys stay frozen until two admins approve.
     let key = gw.api_key("key_mm1", KeySpec::default()).await;
     assert!(gw.state.store.freeze("approver:carol", "suspicious", gw.now()).await.unwrap());
-    let action = countersign_core::Action::Unfreeze(countersign_core::operation::Unfreeze {
-        reason: "rotated".into(),
-    });
-    let unfreeze =
-        countersign_gateway::intake::propose(&gw.state, &"alice".parse().unwrap(), action, gw.now())
-            .await
-            .unwrap();
+    let unfreeze = countersign_gateway::intake::propose_unfreeze(
+        &gw.state,
+        &"alice".parse().unwrap(),
+        "rotated",
+        gw.now(),
+    )
+    .await
+    .unwrap();
     let uid = unfreeze.operation.id.as_str().to_owned();
     let r = post(
         &gw,
@@ -415,6 +416,42 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     assert_eq!(r.body["state"], "released", "{:?}", r.body);
     assert!(!gw.state.store.freeze_state().await.unwrap().frozen);
     assert_eq!(gw.withdraw(&key, &eth("1")).await.state(), "released");
+    // Nothing to lift now.
+    let r = countersign_gateway::intake::propose_unfreeze(
+        &gw.state,
+        &"alice".parse().unwrap(),
+        "again",
+        gw.now(),
+    )
+    .await;
+    assert_eq!(r.unwrap_err().code, "unfreeze.not_frozen");
+    // An approval to lift one freeze never lifts a later one.
+    gw.clock.advance(10);
+    assert!(gw.state.store.freeze("approver:carol", "first", gw.now()).await.unwrap());
+    let old = countersign_gateway::intake::propose_unfreeze(
+        &gw.state,
+        &"alice".parse().unwrap(),
+        "first over",
+        gw.now(),
+    )
+    .await
+    .unwrap();
+    let old_id = old.operation.id.as_str().to_owned();
+    let lift =
+        countersign_gateway::intake::propose_unfreeze(&gw.state, &"alice".parse().unwrap(), "lift", gw.now())
+            .await
+            .unwrap();
+    let lift_id = lift.operation.id.as_str().to_owned();
+    decide(&gw, &mut dave, &lift_id, Decision::Approve, &same).await;
+    decide(&gw, &mut erin, &lift_id, Decision::Approve, &same).await;
+    gw.clock.advance(10);
+    assert!(gw.state.store.freeze("approver:carol", "second", gw.now()).await.unwrap());
+    decide(&gw, &mut dave, &old_id, Decision::Approve, &same).await;
+    let r = decide(&gw, &mut erin, &old_id, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "released");
+    assert!(gw.state.store.freeze_state().await.unwrap().frozen, "the second freeze stands");
+    let events = gw.audit_events().await;
+    assert!(events.contains(&"unfreeze.stale".to_string()) && events.contains(&"freeze.off".to_string()));
     let _ = &mut alice;
 }
 
@@ -593,4 +630,20 @@ pub async fn enrollment_is_refused_without_attestation_trust(db: Db) {
     assert_eq!((r.status, r.code()), (503, "enroll.not_configured"));
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": 7})).await;
     assert_eq!((r.status, r.code()), (400, "request.invalid_body"));
+}
+
+/// Bootstrap codes issued in a burst count before they are used: the host cannot
+/// seed more people than the admin quorum needs by issuing codes faster than
+/// people enroll.
+pub async fn bootstrap_codes_cannot_be_issued_in_a_burst(db: Db) {
+    let gw = Gateway::start(db).await;
+    let roles: BTreeSet<Role> = [Role::Admin, Role::Approver].into();
+    for id in ["a1", "a2", "a3"] {
+        bootstrap_code(&gw, id, &roles).await.unwrap();
+    }
+    // The admin quorum needs 2; with 3 outstanding codes the 4th is refused.
+    assert_eq!(bootstrap_code(&gw, "a4", &roles).await.unwrap_err().code, "approver.bootstrap_closed");
+    // Expired codes no longer count.
+    gw.clock.advance(901);
+    bootstrap_code(&gw, "a4", &roles).await.unwrap();
 }

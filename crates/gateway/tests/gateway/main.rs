@@ -34,6 +34,7 @@ both!(approvals => hardware_keys:
     approvers_get_live_events_and_resume,
     any_approver_freezes_all_keys_with_a_touch,
     enrollment_is_refused_without_attestation_trust,
+    bootstrap_codes_cannot_be_issued_in_a_burst,
 );
 
 both!(stories => intake:

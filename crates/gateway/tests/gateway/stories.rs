@@ -739,15 +739,16 @@ pub async fn unfreezing_is_an_operation_that_needs_the_admin_quorum(db: Db) {
     let gw = Gateway::start(db).await;
     let key = gw.api_key("key_mm1", KeySpec::default()).await;
     assert!(gw.state.store.freeze("approver:carol", "suspicious traffic", gw.now()).await.unwrap());
-    let action = countersign_core::Action::Unfreeze(countersign_core::operation::Unfreeze {
-        reason: "keys rotated".into(),
-    });
     let proposer = "alice".parse().unwrap();
-    let record = countersign_gateway::intake::propose(&gw.state, &proposer, action, gw.now()).await.unwrap();
+    let record =
+        countersign_gateway::intake::propose_unfreeze(&gw.state, &proposer, "keys rotated", gw.now())
+            .await
+            .unwrap();
     assert_eq!(record.state.as_str(), "pending");
     assert_eq!(record.verdict["quorum"]["groups"], json!([{"group": "admins", "min": 2}]));
     assert_eq!(record.verdict["reasons"], json!([{"reason": "admin_operation", "kind": "unfreeze"}]));
     assert_eq!(record.operation.initiator.responsible_person().as_str(), "alice");
+    assert_eq!(record.operation.action.kind().as_str(), "unfreeze");
     // Proposing changes nothing yet: keys stay frozen.
     assert!(gw.state.store.freeze_state().await.unwrap().frozen);
     assert_eq!(gw.withdraw(&key, &eth("1")).await.code(), "auth.frozen");
