@@ -770,6 +770,15 @@ pub async fn decision_finish(
         }
         r => r?,
     };
+    // Re-read inside the transaction: a decision never lands on an operation that
+    // was released, rejected or expired meanwhile.
+    let current: Option<String> = sqlx::query_scalar("SELECT state FROM operations WHERE id = $1")
+        .bind(op_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if current.as_deref() != Some("pending") {
+        return Err(err(409, "decision.not_pending", "the operation was decided meanwhile"));
+    }
     let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.counted")
         .operation(&record.operation.id, &record.digest)
         .detail("decision", decision.to_string())
@@ -1013,4 +1022,33 @@ pub async fn freeze_finish(
     let actor = format!("approver:{}", who.approver.id);
     let reason = format!("{reason} (signed with key {})", cred.id);
     state.store.freeze(&actor, &reason, now).await
+}
+
+/// Background duties: tally again every pending operation that has decisions (so a
+/// crash between counting a decision and releasing cannot strand a completed
+/// quorum), and forget ceremonies whose time is up.
+///
+/// # Errors
+/// Store errors (the next sweep retries).
+pub async fn sweep(state: &AppState, now: Timestamp) -> Result<usize> {
+    sqlx::query("DELETE FROM ceremonies WHERE expires_at < $1")
+        .bind(now.unix())
+        .execute(state.store.pool())
+        .await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT d.operation_id FROM decisions d JOIN operations o ON o.id = d.operation_id \
+         WHERE o.state = 'pending' ORDER BY d.operation_id LIMIT 500",
+    )
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut settled = 0;
+    for id in ids {
+        if let Some(record) = state.store.operation(&id).await?
+            && record.state == OpState::Pending
+            && settle(state, &record, now).await?.state != OpState::Pending
+        {
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }

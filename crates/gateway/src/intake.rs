@@ -346,6 +346,7 @@ pub async fn sweep_once(state: &AppState, now: Timestamp) -> Result<usize> {
             state.metrics.expired();
         }
     }
+    crate::approvers::sweep(state, now).await?;
     state.store.sweep_nonces(now).await?;
     state.store.checkpoint_if_due(state.keys.signing_key(), state.config.checkpoint_every, now).await?;
     Ok(expired)
