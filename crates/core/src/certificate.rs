@@ -194,8 +194,8 @@ pub enum CertificateError {
     /// The same person appears twice.
     #[error("{0} approved twice; a person counts once")]
     DuplicateApprover(String),
-    /// The responsible person approved their own operation.
-    #[error("{0} is responsible for the operation and cannot approve it")]
+    /// The responsible person (or the person it is about) approved it.
+    #[error("{0} is responsible for the operation, or it is about them, and cannot approve it")]
     InitiatorApproved(String),
     /// The carried quorum is weaker than the policy requires.
     #[error("the certificate's quorum is weaker than policy version {0} requires")]
@@ -276,6 +276,17 @@ impl SignedRegistry {
             .verify_strict(&registry_message(&self.registry)?, &ed25519_dalek::Signature::from_bytes(&sig))
             .map_err(|_| CertificateError::RegistrySignature)?;
         Ok(&self.registry)
+    }
+}
+
+/// The person an operation is about (enrolling or revoking them), who must not
+/// approve it.
+#[must_use]
+pub fn subject(op: &Operation) -> Option<&ApproverId> {
+    match &op.action {
+        Action::ApproverEnroll(e) => Some(&e.approver),
+        Action::ApproverRevoke(r) => Some(&r.approver),
+        _ => None,
     }
 }
 
@@ -411,7 +422,7 @@ pub fn verify_quorum(
             return Err(CertificateError::NotAnApprover { index, approver: a.approver.to_string() });
         }
         verify_assertion(index, a, credential, registry, op, Decision::Approve)?;
-        if &a.approver == responsible {
+        if &a.approver == responsible || subject(op) == Some(&a.approver) {
             return Err(CertificateError::InitiatorApproved(a.approver.to_string()));
         }
         if !seen.insert(&a.approver) {

@@ -141,6 +141,16 @@ pub async fn issue_enrollment_code(
     if bootstrap {
         ensure_bootstrap_open(state, now, true).await?;
     }
+    if let Some(by) = issued_by {
+        // The proposer must be a real, active admin: they are the one excluded from
+        // approving the enrollment.
+        let proposer = approver(state, by).await?;
+        let active =
+            proposer.as_ref().is_some_and(|p| p.revoked_at.is_none() && p.roles.contains(&Role::Admin));
+        if !active || credentials_of(state, by, true).await?.is_empty() {
+            return Err(err(403, "approver.not_an_admin", format!("{by} is not an active admin")));
+        }
+    }
     let code = BASE32_NOPAD.encode(&random_bytes::<15>().map_err(Error::internal)?);
     let pool = state.store.pool();
     let mut tx = pool.begin().await?;
@@ -690,6 +700,9 @@ async fn decidable(state: &AppState, who: &Session, op_id: &str, now: Timestamp)
             "you are responsible for this operation and cannot decide on it",
         ));
     }
+    if countersign_core::certificate::subject(&record.operation) == Some(&who.approver.id) {
+        return Err(err(403, "decision.subject", "this operation is about you: others decide on it"));
+    }
     Ok(record)
 }
 
@@ -1051,4 +1064,14 @@ pub async fn sweep(state: &AppState, now: Timestamp) -> Result<usize> {
         }
     }
     Ok(settled)
+}
+
+/// Whether a session's person and key are still active (for long-lived streams).
+pub async fn session_still_valid(state: &AppState, who: &Session) -> bool {
+    match approver(state, &who.approver.id).await {
+        Ok(Some(p)) if p.revoked_at.is_none() => credentials_of(state, &p.id, true)
+            .await
+            .is_ok_and(|keys| keys.iter().any(|k| k.id == who.credential_id)),
+        _ => false,
+    }
 }

@@ -74,6 +74,10 @@ pub fn stream(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "event stream read failed; retrying"),
                 }
+                // End the stream when the session ends (revocation, flagged key).
+                if !crate::approvers::session_still_valid(&state, &who).await {
+                    return None;
+                }
                 let wake = state.store.appended();
                 let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
             }

@@ -352,7 +352,7 @@ pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {
 /// After the first admins, a new person's key counts only once other admins approve
 /// the ApproverEnroll operation with their keys; unfreezing works the same way.
 pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
-    let (gw, mut tokens) = gateway_with_tokens(db, 5).await;
+    let (gw, mut tokens) = gateway_with_tokens(db, 6).await;
     let admin = [Role::Admin, Role::Approver];
     let mut alice = enroll_as(&gw, "alice", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
     let mut dave = enroll_as(&gw, "dave", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
@@ -389,6 +389,39 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     let r = login(&gw, &mut carol).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     carol.session = r.body["token"].as_str().unwrap().to_owned();
+
+    // Only active admins propose enrollments; nobody approves an enrollment about themselves.
+    let trader: BTreeSet<Role> = [Role::Approver].into();
+    let by_carol = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &"zed".parse().unwrap(),
+        "Zed",
+        &trader,
+        &BTreeSet::new(),
+        Some(&"carol".parse().unwrap()),
+        gw.now(),
+    )
+    .await;
+    assert_eq!(by_carol.unwrap_err().code, "approver.not_an_admin");
+    let _second_key =
+        enroll_as(&gw, "dave", &admin, &["admins", "traders"], Some("alice"), tokens.remove(0)).await;
+    let pending = countersign_gateway::approvers::pending(&gw.state, 10).await.unwrap();
+    let about_dave = pending
+        .iter()
+        .find(|p| p.operation.kind().as_str() == "approver_enroll")
+        .unwrap()
+        .operation
+        .id
+        .as_str()
+        .to_owned();
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{about_dave}/challenge"),
+        Some(&dave.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (403, "decision.subject"));
 
     // Unfreeze: frozen keys stay frozen until two admins approve.
     let key = gw.api_key("key_mm1", KeySpec::default()).await;
