@@ -752,7 +752,17 @@ pub async fn decision_finish(
     }
     // The signed clientDataJSON must carry exactly this operation and decision.
     let cdj: &[u8] = response.response.client_data_json.as_ref();
-    ApprovalBinding::from_client_data_json(cdj)?.check(&record.operation, decision)?;
+    let bound =
+        ApprovalBinding::from_client_data_json(cdj).and_then(|b| b.check(&record.operation, decision));
+    if let Err(e) = bound {
+        // A signature over something else than what the gateway holds: the sign of a
+        // substituted operation on the approver's screen. Always audited.
+        let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.binding_refused")
+            .operation(&record.operation.id, &record.digest)
+            .detail("code", e.code());
+        state.store.audit(&event, now).await?;
+        return Err(e.into());
+    }
     let (cred, _) = assertion_finish(state, &c, response, now).await?;
 
     let pool = state.store.pool();

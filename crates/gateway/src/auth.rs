@@ -90,6 +90,7 @@ fn valid_nonce(n: &str) -> bool {
 pub async fn authenticate(
     store: &Store,
     keys: &GatewayKeys,
+    throttle: &RefusalThrottle,
     req: &RequestParts<'_>,
     scope: Scope,
     window_seconds: i64,
@@ -118,12 +119,14 @@ pub async fn authenticate(
         .ok_or_else(|| Error::unauthenticated("auth.unknown_key", "no such API key"))?;
     let actor = format!("api_key:{}", key.id);
     let refuse = |error: Error| async {
-        let event = AuditEvent::new(actor.clone(), "auth.refused")
-            .detail("key_id", key.id.as_str())
-            .detail("code", error.code)
-            .detail("source_ip", req.peer.to_string())
-            .detail("path", req.uri.path());
-        store.audit(&event, now).await?;
+        if throttle.admit(key.id.as_str(), error.code, now) {
+            let event = AuditEvent::new(actor.clone(), "auth.refused")
+                .detail("key_id", key.id.as_str())
+                .detail("code", error.code)
+                .detail("source_ip", req.peer.to_string())
+                .detail("path", req.uri.path());
+            store.audit(&event, now).await?;
+        }
         Err(error)
     };
 
@@ -214,6 +217,34 @@ fn signature_valid(key: &ApiKeyRecord, keys: &GatewayKeys, message: &[u8], signa
             };
             let secret = keys.api_key_secret(key.id.as_str(), &salt);
             hmac_sha256(secret.as_bytes(), &[message]).verify_slice(signature).is_ok()
+        }
+    }
+}
+
+/// Limits how often one refusal is written to the audit chain: at most one entry per
+/// API key and error code per minute, per gateway instance. Anyone who knows a key
+/// id (not a secret) could otherwise flood the chain with bad signatures and hold
+/// up every state change behind the audit head; the refusals are still answered and
+/// counted in `/metrics`.
+#[derive(Debug, Default)]
+pub struct RefusalThrottle(std::sync::Mutex<std::collections::HashMap<(String, &'static str), Timestamp>>);
+
+impl RefusalThrottle {
+    /// Seconds between two audit entries for the same key and code.
+    pub const INTERVAL: i64 = 60;
+
+    /// Whether this refusal should be audited now.
+    pub fn admit(&self, key_id: &str, code: &'static str, now: Timestamp) -> bool {
+        let Ok(mut seen) = self.0.lock() else { return true }; // poisoned: audit (fail safe)
+        if seen.len() > 10_000 {
+            seen.retain(|_, at| now.seconds_since(*at) < Self::INTERVAL);
+        }
+        match seen.get(&(key_id.to_owned(), code)) {
+            Some(at) if now.seconds_since(*at) < Self::INTERVAL => false,
+            _ => {
+                seen.insert((key_id.to_owned(), code), now);
+                true
+            }
         }
     }
 }

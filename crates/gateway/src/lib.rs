@@ -72,6 +72,8 @@ pub struct AppState {
     pub webauthn: Arc<webauthn_rs::Webauthn>,
     /// Attestation CAs (and AAGUIDs) whose keys may enroll.
     pub attestation: webauthn_rs::prelude::AttestationCaList,
+    /// Limits audit entries for repeated refusals.
+    pub refusals: Arc<auth::RefusalThrottle>,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ impl AppState {
             metrics: Metrics::default(),
             webauthn: Arc::new(webauthn),
             attestation,
+            refusals: Arc::default(),
         })
     }
 }
@@ -195,6 +198,7 @@ async fn api_key(
     auth::authenticate(
         &state.store,
         &state.keys,
+        &state.refusals,
         &parts,
         scope,
         state.config.signature_window_seconds,

@@ -327,6 +327,9 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
     assert_eq!(post(&gw, &path, Some("forged"), json!({})).await.code(), "session.invalid");
     // Only the one valid decision counted.
     assert_eq!(count().await, 1);
+    // Every signature over something else was audited: digest, decision, operation, missing member.
+    let refused = gw.audit_events().await.iter().filter(|e| *e == "decision.binding_refused").count();
+    assert_eq!(refused, 4);
 }
 
 pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {

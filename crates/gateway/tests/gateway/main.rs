@@ -55,4 +55,5 @@ both!(stories => intake:
     settlement_webhook_is_retried_until_acknowledged,
     unfreezing_is_an_operation_that_needs_the_admin_quorum,
     concurrent_small_withdrawals_cannot_overspend_the_budget,
+    repeated_refusals_are_audited_once_a_minute,
 );

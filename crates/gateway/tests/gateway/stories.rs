@@ -787,3 +787,24 @@ pub async fn concurrent_small_withdrawals_cannot_overspend_the_budget(db: Db) {
     assert_eq!(released, 10, "10 × $2,400 fit in $25,000; the 11th must wait for approval: {states:?}");
     assert_eq!(gw.state.store.ledger().await.unwrap().len(), 10);
 }
+
+/// Someone who knows a key id (not a secret) cannot flood the audit chain with bad
+/// signatures: one entry per key and code per minute; every refusal is still answered.
+pub async fn repeated_refusals_are_audited_once_a_minute(db: Db) {
+    let gw = Gateway::start(db).await;
+    gw.api_key("key_mm1", KeySpec::default()).await;
+    let impostor = TestKey {
+        id: "key_mm1".into(),
+        secret: Secret::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[2; 32])),
+    };
+    let refused = || async { gw.audit_events().await.iter().filter(|e| *e == "auth.refused").count() };
+    for _ in 0..5 {
+        assert_eq!(gw.withdraw(&impostor, &eth("1")).await.code(), "auth.bad_signature");
+    }
+    assert_eq!(refused().await, 1);
+    gw.clock.advance(60);
+    assert_eq!(gw.withdraw(&impostor, &eth("1")).await.code(), "auth.bad_signature");
+    assert_eq!(refused().await, 2);
+    let metrics = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("countersign_refusals_total{code=\"auth.bad_signature\"} 6"), "{metrics}");
+}
