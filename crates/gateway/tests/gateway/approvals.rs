@@ -341,6 +341,27 @@ pub async fn one_rejection_vetoes_and_enrollment_codes_are_single_use(db: Db) {
     assert_eq!(r.body["state"], "rejected", "{:?}", r.body);
     assert!(gw.state.store.ledger().await.unwrap().is_empty());
 
+    // An expired operation cannot be decided, and sessions expire after 15 minutes.
+    let late = gw.withdraw(&key, &eth("5")).await.op_id();
+    gw.clock.advance(3600);
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{late}/challenge"),
+        Some(&alice.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (401, "session.invalid"));
+    alice.session = login(&gw, &mut alice).await.body["token"].as_str().unwrap().to_owned();
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{late}/challenge"),
+        Some(&alice.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (409, "decision.expired"));
+
     // Enrollment codes: unknown, used, expired.
     let r = post(&gw, "/v1/enroll/start", None, json!({"code": "NOTACODE"})).await;
     assert_eq!((r.status, r.code()), (401, "enroll.unknown_code"));
