@@ -30,7 +30,7 @@ use webauthn_rs::prelude::*;
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::keys::random_bytes;
-use crate::store::{AuditEvent, Effect, OpState, OperationRecord, Release};
+use crate::store::{AuditEvent, OpState, OperationRecord, Release};
 
 fn hash_secret(secret: &str) -> String {
     HEXLOWER.encode(&Sha256::digest(secret.as_bytes()))
@@ -882,17 +882,7 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
     };
     let event =
         AuditEvent::new("gateway", event_name).operation(&op.id, &record.digest).detail("basis", "quorum");
-    let effect = match &op.action {
-        countersign_core::Action::Unfreeze(u) => {
-            Some(Effect::Unfreeze { freeze_started: u.freeze_started.unix() })
-        }
-        countersign_core::Action::ApproverEnroll(e) => Some(Effect::ActivateCredential {
-            approver: e.approver.as_str().to_owned(),
-            credential: e.credential.credential_id.clone(),
-        }),
-        _ => None,
-    };
-    let release = doc.as_ref().map(|document| Release { document, effect });
+    let release = doc.as_ref().map(|document| Release { document, action: Some(&op.action) });
     let moved = state.store.transition(&op.id, OpState::Pending, to, release.as_ref(), &event, now).await?;
     let state_now =
         if moved { to } else { state.store.operation(op.id.as_str()).await?.map_or(to, |r| r.state) };
@@ -1084,4 +1074,47 @@ pub async fn session_still_valid(state: &AppState, who: &Session) -> bool {
             .is_ok_and(|keys| keys.iter().any(|k| k.id == who.credential_id)),
         _ => false,
     }
+}
+
+/// An admin proposes an administrative change (allowlist entry, revocation, policy
+/// version, unfreeze). It waits for the admin quorum; its effect is applied when
+/// released. Enrollments go through codes; API-key creation through the host CLI.
+///
+/// # Errors
+/// `admin.not_an_admin` (403), `admin.unsupported_operation` (400),
+/// `policy.wrong_version` (409), `unfreeze.not_frozen` (409), policy and store errors.
+pub async fn propose_admin(
+    state: &AppState,
+    who: &Session,
+    action: countersign_core::Action,
+    now: Timestamp,
+) -> Result<OperationRecord> {
+    use countersign_core::Action;
+    if !who.approver.roles.contains(&Role::Admin) {
+        return Err(err(403, "admin.not_an_admin", "only admins propose administrative changes"));
+    }
+    match &action {
+        Action::AllowlistAdd(_) | Action::ApproverRevoke(_) => {}
+        Action::PolicyUpdate(p) => {
+            let current = state.store.current_policy().await?.map_or(0, |c| c.version);
+            if p.policy.version != current + 1 {
+                return Err(err(
+                    409,
+                    "policy.wrong_version",
+                    format!("the next policy version is {}", current + 1),
+                ));
+            }
+        }
+        Action::Unfreeze(u) => {
+            return crate::intake::propose_unfreeze(state, &who.approver.id, &u.reason, now).await;
+        }
+        other => {
+            return Err(err(
+                400,
+                "admin.unsupported_operation",
+                format!("{} operations are not proposed here", other.kind()),
+            ));
+        }
+    }
+    crate::intake::propose(state, &who.approver.id, action, now).await
 }

@@ -153,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events_stream))
         .route("/v1/freeze/challenge", post(freeze_challenge))
         .route("/v1/freeze", post(freeze))
+        .route("/v1/admin/operations", post(admin_propose))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -587,4 +588,23 @@ mod tests {
         c.webauthn.origin = "https://evil.example".into();
         assert!(relying_party(&c).is_err(), "the origin must be within the RP id");
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposeRequest {
+    action: countersign_core::Action,
+}
+
+async fn admin_propose(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    b: JsonBody<ProposeRequest>,
+) -> Response {
+    let r = async {
+        let who = bearer(&state, &headers).await?;
+        let record = approvers::propose_admin(&state, &who, body(b)?.action, state.clock.now()).await?;
+        Ok((StatusCode::ACCEPTED, axum::Json(intake::operation_view(&record))).into_response())
+    };
+    respond(&state, r.await)
 }

@@ -227,31 +227,16 @@ pub struct OperationFilter {
     pub before: Option<(i64, String)>,
 }
 
-/// What releasing an operation writes: the release document for settlement and the
-/// effect of an administrative operation, both in the release's transaction.
+/// What releasing an operation writes: the release document for settlement and, for
+/// an administrative operation, its effect on the gateway, both in the release's
+/// transaction.
 #[derive(Debug, Clone)]
 pub struct Release<'a> {
     /// The signed release document.
     pub document: &'a Value,
-    /// What it changes in the gateway itself.
-    pub effect: Option<Effect>,
-}
-
-/// What a released administrative operation changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Lift the freeze of all API keys, if it is still the freeze that began then.
-    Unfreeze {
-        /// When the freeze being lifted began (Unix seconds).
-        freeze_started: i64,
-    },
-    /// Let an enrolled key count.
-    ActivateCredential {
-        /// The person.
-        approver: String,
-        /// The key, base64url.
-        credential: String,
-    },
+    /// The released action; administrative ones change the gateway (see
+    /// [`Store::apply_effect`]).
+    pub action: Option<&'a countersign_core::Action>,
 }
 
 /// A ledger row waiting for webhook delivery.
@@ -974,8 +959,8 @@ impl Store {
         if to == OpState::Released {
             let release = release.ok_or_else(|| Error::internal("release without a certificate refused"))?;
             self.insert_ledger(&mut tx, id.as_str(), release.document, now).await?;
-            if let Some(effect) = &release.effect {
-                self.apply_effect(&mut tx, effect, now).await?;
+            if let Some(action) = release.action {
+                self.apply_effect(&mut tx, action, now).await?;
             }
         }
         self.append(&mut tx, event, now).await?;
@@ -983,34 +968,129 @@ impl Store {
         Ok(true)
     }
 
-    async fn apply_effect(&self, tx: &mut AnyConnection, effect: &Effect, now: Timestamp) -> Result<()> {
-        match effect {
-            Effect::Unfreeze { freeze_started } => {
+    /// Apply a released administrative action. Withdrawals change nothing here
+    /// (settlement moves the funds). Each effect is audited.
+    async fn apply_effect(
+        &self,
+        tx: &mut AnyConnection,
+        action: &countersign_core::Action,
+        now: Timestamp,
+    ) -> Result<()> {
+        use countersign_core::Action;
+        let event = match action {
+            Action::Withdrawal(_) => return Ok(()),
+            Action::Unfreeze(u) => {
                 let lifted = sqlx::query(
                     "UPDATE key_freeze SET frozen = 0, changed_at = $1, changed_by = 'quorum' \
                      WHERE id = 1 AND frozen = 1 AND changed_at = $2",
                 )
                 .bind(now.unix())
-                .bind(*freeze_started)
+                .bind(u.freeze_started.unix())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                     == 1;
-                let event = if lifted { "freeze.off" } else { "unfreeze.stale" };
-                let event = AuditEvent::new("quorum", event).detail("freeze_started", *freeze_started);
-                self.append(tx, &event, now).await?;
+                AuditEvent::new("quorum", if lifted { "freeze.off" } else { "unfreeze.stale" })
+                    .detail("freeze_started", u.freeze_started.unix())
             }
-            Effect::ActivateCredential { approver, credential } => {
-                sqlx::query(
+            Action::ApproverEnroll(e) => {
+                let n = sqlx::query(
                     "UPDATE credentials SET status = 'active' WHERE approver_id = $1 AND id = $2 AND status = 'pending_approval'",
                 )
-                .bind(approver)
-                .bind(credential)
+                .bind(e.approver.as_str())
+                .bind(&e.credential.credential_id)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                AuditEvent::new(
+                    "quorum",
+                    if n == 1 { "credential.activated" } else { "credential.activation_stale" },
+                )
+                .detail("approver", e.approver.as_str())
+                .detail("credential", e.credential.credential_id.as_str())
             }
-        }
-        Ok(())
+            Action::ApproverRevoke(r) => {
+                match &r.credential_id {
+                    Some(cred) => {
+                        sqlx::query(
+                            "UPDATE credentials SET status = 'revoked' WHERE approver_id = $1 AND id = $2",
+                        )
+                        .bind(r.approver.as_str())
+                        .bind(cred)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND credential_id = $3 AND revoked_at IS NULL")
+                            .bind(now.unix())
+                            .bind(r.approver.as_str())
+                            .bind(cred)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    None => {
+                        sqlx::query(
+                            "UPDATE approvers SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(now.unix())
+                        .bind(r.approver.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE credentials SET status = 'revoked' WHERE approver_id = $1")
+                            .bind(r.approver.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND revoked_at IS NULL")
+                            .bind(now.unix())
+                            .bind(r.approver.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                AuditEvent::new("quorum", "approver.revoked").detail("approver", r.approver.as_str())
+            }
+            Action::AllowlistAdd(a) => {
+                let r = sqlx::query("INSERT INTO allowlist (account, network, address, label, added_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(a.account.as_str())
+                    .bind(a.network.as_str())
+                    .bind(&a.destination.address)
+                    .bind(&a.label)
+                    .bind(now.unix())
+                    .execute(&mut *tx)
+                    .await;
+                match r {
+                    Err(e) if is_unique_violation(&e) => {
+                        return Err(Error::new(
+                            axum::http::StatusCode::CONFLICT,
+                            "allowlist.exists",
+                            "this destination is already allowlisted",
+                        ));
+                    }
+                    r => r?,
+                };
+                AuditEvent::new("quorum", "allowlist.added")
+                    .detail("account", a.account.as_str())
+                    .detail("network", a.network.as_str())
+                    .detail("address", a.destination.address.as_str())
+            }
+            Action::PolicyUpdate(p) => {
+                let current: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(version) FROM policies").fetch_one(&mut *tx).await?;
+                if current.unwrap_or(0) + 1 != i64::from(p.policy.version) {
+                    AuditEvent::new("quorum", "policy.stale").detail("version", p.policy.version)
+                } else {
+                    sqlx::query("INSERT INTO policies (version, document, activated_at) VALUES ($1, $2, $3)")
+                        .bind(i64::from(p.policy.version))
+                        .bind(serde_json::to_string(&p.policy).map_err(Error::internal)?)
+                        .bind(now.unix())
+                        .execute(&mut *tx)
+                        .await?;
+                    AuditEvent::new("quorum", "policy.activated").detail("version", p.policy.version)
+                }
+            }
+            Action::ApiKeyCreate(k) => {
+                AuditEvent::new("quorum", "api_key_create.not_applied").detail("key_id", k.key_id.as_str())
+            }
+        };
+        self.append(tx, &event, now).await.map(|_| ())
     }
 
     /// Pending operations whose time is up (`expires_at <= now`), oldest first.

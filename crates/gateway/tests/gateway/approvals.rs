@@ -704,3 +704,91 @@ pub async fn bootstrap_codes_cannot_be_issued_in_a_burst(db: Db) {
     gw.clock.advance(901);
     bootstrap_code(&gw, "a4", &roles).await.unwrap();
 }
+
+/// Admins change the allowlist and the policy, and revoke a person, only through
+/// operations the admin quorum approves; each takes effect when released.
+pub async fn admin_changes_take_effect_only_after_the_admin_quorum(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 4).await;
+    let admin = [Role::Admin, Role::Approver];
+    let carol = enroll(&gw, "carol", &["traders"], tokens.remove(3)).await; // before bootstrap closes
+    let alice = enroll_as(&gw, "alice", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
+    let mut dave = enroll_as(&gw, "dave", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
+    let mut erin = enroll_as(&gw, "erin", &admin, &["admins", "traders"], None, tokens.remove(0)).await;
+    let propose = |session: String, action: Value| {
+        let gw = &gw;
+        async move { post(gw, "/v1/admin/operations", Some(&session), json!({"action": action})).await }
+    };
+
+    // Allowlist: pending until approved, then the destination is listed.
+    let dest = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+    let add = json!({"kind": "allowlist_add", "details": {"account": "acct_main", "network": "ethereum", "destination": {"address": dest}, "label": "cold wallet 2"}});
+    let r = propose(carol.session.clone(), add.clone()).await;
+    assert_eq!((r.status, r.code()), (403, "admin.not_an_admin"));
+    let r = propose(alice.session.clone(), add).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let status = |gw: &Gateway| {
+        let state = gw.state.clone();
+        async move {
+            let mut conn = state.store.pool().acquire().await.unwrap();
+            state
+                .store
+                .allowlist_status(
+                    &mut conn,
+                    &"acct_main".parse().unwrap(),
+                    &"ethereum".parse().unwrap(),
+                    dest,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(&gw).await, countersign_core::policy::DestinationStatus::NotAllowlisted);
+    let r = approve_both(&gw, &mut dave, &mut erin, r.op_id()).await;
+    assert_eq!(r.body["state"], "released", "{:?}", r.body);
+    assert!(matches!(status(&gw).await, countersign_core::policy::DestinationStatus::Allowlisted { .. }));
+
+    // Policy: version 2 must be the next version; it becomes current when released.
+    let mut p2 = policy();
+    p2.version = 3;
+    let r = propose(alice.session.clone(), json!({"kind": "policy_update", "details": {"policy": p2}})).await;
+    assert_eq!((r.status, r.code()), (409, "policy.wrong_version"));
+    p2.version = 2;
+    p2.approval_ttl_seconds = 1800;
+    let r = propose(alice.session.clone(), json!({"kind": "policy_update", "details": {"policy": p2}})).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(gw.state.store.current_policy().await.unwrap().unwrap().version, 1);
+    approve_both(&gw, &mut dave, &mut erin, r.op_id()).await;
+    assert_eq!(gw.state.store.current_policy().await.unwrap().unwrap().version, 2);
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let held = gw.withdraw(&key, &eth("5")).await;
+    assert_eq!(held.body["operation"]["policy_version"], 2);
+    assert_eq!(held.body["operation"]["expires_at"], gw.now().plus_seconds(1800).to_string());
+
+    // Revocation through the quorum: carol's key stops counting and her session ends.
+    let r = propose(
+        alice.session.clone(),
+        json!({"kind": "approver_revoke", "details": {"approver": "carol", "reason": "left the desk"}}),
+    )
+    .await;
+    approve_both(&gw, &mut dave, &mut erin, r.op_id()).await;
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{}/challenge", held.op_id()),
+        Some(&carol.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(r.code(), "session.invalid");
+    // Withdrawals and enrollments are not proposed this way.
+    let r = propose(
+        alice.session.clone(),
+        json!({"kind": "unfreeze", "details": {"freeze_started": "2026-11-28T12:00:00Z", "reason": "x"}}),
+    )
+    .await;
+    assert_eq!(r.code(), "unfreeze.not_frozen");
+}
+
+async fn approve_both(gw: &Gateway, a: &mut Approver, b: &mut Approver, id: String) -> Reply {
+    decide(gw, a, &id, Decision::Approve, &same).await;
+    decide(gw, b, &id, Decision::Approve, &same).await
+}

@@ -35,6 +35,7 @@ both!(approvals => hardware_keys:
     any_approver_freezes_all_keys_with_a_touch,
     enrollment_is_refused_without_attestation_trust,
     bootstrap_codes_cannot_be_issued_in_a_burst,
+    admin_changes_take_effect_only_after_the_admin_quorum,
 );
 
 both!(stories => intake:

@@ -394,7 +394,7 @@ pub async fn pending_operations_expire_and_are_never_released(db: Db) {
             &id,
             countersign_gateway::store::OpState::Pending,
             countersign_gateway::store::OpState::Released,
-            Some(&countersign_gateway::store::Release { document: &cert, effect: None }),
+            Some(&countersign_gateway::store::Release { document: &cert, action: None }),
             &event,
             gw.now(),
         )
@@ -630,6 +630,7 @@ pub async fn health_metrics_and_openapi_match_the_routes(db: Db) {
         "/v1/events",
         "/v1/freeze/challenge",
         "/v1/freeze",
+        "/v1/admin/operations",
         "/healthz",
         "/metrics",
         "/openapi.json",
