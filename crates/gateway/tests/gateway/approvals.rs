@@ -300,6 +300,45 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
     let r =
         decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace(ORIGIN, "https://evil.example")).await;
     assert_eq!(r.code(), "assertion.invalid");
+    // Wrong ceremony type.
+    let r =
+        decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace("webauthn.get", "webauthn.create"))
+            .await;
+    assert_eq!(r.code(), "assertion.invalid");
+    // Signed for another relying party (the key scopes rpIdHash to the RP id it was asked for).
+    let c = post(
+        &gw,
+        &format!("/v1/operations/{id}/challenge"),
+        Some(&alice.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    let mut options: RequestChallengeResponse = serde_json::from_value(c.body["options"].clone()).unwrap();
+    let op = canonical::decode(c.body["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
+    let binding = ApprovalBinding::new(&op, Decision::Approve).unwrap();
+    let cdj = client_data_json(
+        &data_encoding::BASE64URL_NOPAD.encode(&options.public_key.challenge),
+        ORIGIN,
+        &binding,
+    )
+    .unwrap();
+    options.public_key.rp_id = "evil.example".into();
+    let mut credential = AuthenticatorBackendHashedClientData::perform_auth(
+        &mut alice.token,
+        Sha256::digest(&cdj).to_vec(),
+        options.public_key,
+        60_000,
+    )
+    .unwrap();
+    credential.response.client_data_json = cdj;
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{id}/decisions"),
+        Some(&alice.session),
+        json!({"ceremony": c.body["ceremony"], "credential": credential}),
+    )
+    .await;
+    assert_eq!(r.code(), "assertion.invalid");
     // A challenge replayed: the ceremony is single use.
     let (ceremony, credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
     let body = json!({"ceremony": ceremony, "credential": credential});
