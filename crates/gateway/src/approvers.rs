@@ -967,31 +967,10 @@ pub fn canonical_text(op: &countersign_core::Operation) -> Result<String> {
 pub async fn revoke(state: &AppState, id: &ApproverId, actor: &str, now: Timestamp) -> Result<bool> {
     let pool = state.store.pool();
     let mut tx = pool.begin().await?;
-    let done = sqlx::query("UPDATE approvers SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now.unix())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1;
+    let done = state.store.revoke_in(&mut tx, id.as_str(), None, now).await?;
     if done {
-        sqlx::query("UPDATE credentials SET status = 'revoked' WHERE approver_id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND revoked_at IS NULL")
-            .bind(now.unix())
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        state
-            .store
-            .append_in(
-                &mut tx,
-                &AuditEvent::new(actor, "approver.revoked").detail("approver", id.as_str()),
-                now,
-            )
-            .await?;
+        let event = AuditEvent::new(actor, "approver.revoked").detail("approver", id.as_str());
+        state.store.append_in(&mut tx, &event, now).await?;
     }
     state.store.commit(tx).await?;
     Ok(done)

@@ -968,6 +968,54 @@ impl Store {
         Ok(true)
     }
 
+    /// Revoke a person (all their keys and sessions) or one of their keys (and the
+    /// sessions it opened), inside the caller's transaction. Returns whether anything
+    /// was still active.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn revoke_in(
+        &self,
+        tx: &mut AnyConnection,
+        approver: &str,
+        credential: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let changed = match credential {
+            Some(cred) => sqlx::query(
+                "UPDATE credentials SET status = 'revoked' WHERE approver_id = $1 AND id = $2 AND status <> 'revoked'",
+            )
+            .bind(approver)
+            .bind(cred)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            None => {
+                let n = sqlx::query("UPDATE approvers SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(now.unix())
+                    .bind(approver)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE credentials SET status = 'revoked' WHERE approver_id = $1")
+                    .bind(approver)
+                    .execute(&mut *tx)
+                    .await?;
+                n
+            }
+        };
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND revoked_at IS NULL \
+             AND ($3 = '' OR credential_id = $3)",
+        )
+        .bind(now.unix())
+        .bind(approver)
+        .bind(credential.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        Ok(changed > 0)
+    }
+
     /// Apply a released administrative action. Withdrawals change nothing here
     /// (settlement moves the funds). Each effect is audited.
     async fn apply_effect(
@@ -1010,41 +1058,7 @@ impl Store {
                 .detail("credential", e.credential.credential_id.as_str())
             }
             Action::ApproverRevoke(r) => {
-                match &r.credential_id {
-                    Some(cred) => {
-                        sqlx::query(
-                            "UPDATE credentials SET status = 'revoked' WHERE approver_id = $1 AND id = $2",
-                        )
-                        .bind(r.approver.as_str())
-                        .bind(cred)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND credential_id = $3 AND revoked_at IS NULL")
-                            .bind(now.unix())
-                            .bind(r.approver.as_str())
-                            .bind(cred)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    None => {
-                        sqlx::query(
-                            "UPDATE approvers SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                        )
-                        .bind(now.unix())
-                        .bind(r.approver.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query("UPDATE credentials SET status = 'revoked' WHERE approver_id = $1")
-                            .bind(r.approver.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE approver_id = $2 AND revoked_at IS NULL")
-                            .bind(now.unix())
-                            .bind(r.approver.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                self.revoke_in(tx, r.approver.as_str(), r.credential_id.as_deref(), now).await?;
                 AuditEvent::new("quorum", "approver.revoked").detail("approver", r.approver.as_str())
             }
             Action::AllowlistAdd(a) => {
