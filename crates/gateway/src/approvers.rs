@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 
+use countersign_core::Timestamp;
 use countersign_core::binding::{ApprovalBinding, Decision};
 use countersign_core::certificate::{
     CertifiedApproval, Registry, RegistryApprover, RegistryCredential, SignedRegistry,
@@ -20,7 +21,6 @@ use countersign_core::operation::Role;
 use countersign_core::policy::{Quorum, Verdict};
 use countersign_core::quorum::{CountedDecision, Roster, Tally, tally};
 use countersign_core::release::{ReleaseBasis, sign_release};
-use countersign_core::{Timestamp, canonical};
 use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, HEXLOWER};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -950,14 +950,6 @@ pub async fn registry(state: &AppState, now: Timestamp) -> Result<SignedRegistry
 pub async fn pending(state: &AppState, limit: i64) -> Result<Vec<OperationRecord>> {
     let filter = crate::store::OperationFilter { state: Some(OpState::Pending), ..Default::default() };
     state.store.operations(&filter, limit).await
-}
-
-/// Canonical bytes of an operation, as the client must recompute them.
-///
-/// # Errors
-/// Encoding errors.
-pub fn canonical_text(op: &countersign_core::Operation) -> Result<String> {
-    String::from_utf8(canonical::encode(op)?).map_err(Error::internal)
 }
 
 /// Revoke a person: their keys stop counting at once, also for pending operations.

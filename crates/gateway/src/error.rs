@@ -44,6 +44,11 @@ impl Error {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
 
+    /// 409: the request conflicts with what is stored.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))

@@ -284,8 +284,7 @@ pub async fn submit(
 
 fn replay(existing: OperationRecord, request_hash: &str) -> Result<IntakeOutcome> {
     if existing.request_hash.as_deref() != Some(request_hash) {
-        return Err(Error::new(
-            axum::http::StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "request.idempotency_conflict",
             "this idempotency key was already used with a different request body",
         ));
@@ -417,11 +416,7 @@ pub async fn propose_unfreeze(
 ) -> Result<OperationRecord> {
     let freeze = state.store.freeze_state().await?;
     if !freeze.frozen {
-        return Err(Error::new(
-            axum::http::StatusCode::CONFLICT,
-            "unfreeze.not_frozen",
-            "API keys are not frozen",
-        ));
+        return Err(Error::conflict("unfreeze.not_frozen", "API keys are not frozen"));
     }
     let action = Action::Unfreeze(countersign_core::operation::Unfreeze {
         freeze_started: freeze.changed_at,

@@ -539,8 +539,7 @@ impl Store {
         .await;
         match r {
             Err(e) if is_unique_violation(&e) => {
-                return Err(Error::new(
-                    axum::http::StatusCode::CONFLICT,
+                return Err(Error::conflict(
                     "api_key.exists",
                     format!("an API key with id {} already exists", k.id),
                 ));
@@ -1072,8 +1071,7 @@ impl Store {
                     .await;
                 match r {
                     Err(e) if is_unique_violation(&e) => {
-                        return Err(Error::new(
-                            axum::http::StatusCode::CONFLICT,
+                        return Err(Error::conflict(
                             "allowlist.exists",
                             "this destination is already allowlisted",
                         ));
@@ -1514,7 +1512,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Events of the chain with this name, for tests and the invariant checker.
+    /// Every audit entry, oldest first (for tests and the invariant checker).
     ///
     /// # Errors
     /// Database errors.
