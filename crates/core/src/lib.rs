@@ -52,3 +52,10 @@ pub use operation::{Action, Initiator, Operation, OperationKind};
 pub use policy::{Policy, Verdict, evaluate};
 pub use quorum::{Roster, Tally, tally};
 pub use timestamp::Timestamp;
+
+/// The AAGUID of `countersign-softkey`, the software authenticator for tests and the
+/// demo. The gateway marks every credential with this AAGUID as **software** and
+/// every client shows a permanent warning while one is in use. It is public so that
+/// nobody can mistake a software key for hardware; it is not a secret and proves
+/// nothing by itself (attestation does).
+pub const SOFTWARE_AUTHENTICATOR_AAGUID: &str = "14123231-bc31-4891-9a01-dba1ed3c6e53";
