@@ -19,15 +19,13 @@ use countersign_core::{Decision, canonical};
 use countersign_gateway::clock::SystemClock;
 use countersign_gateway::config::Config;
 use countersign_gateway::{AppState, approvers, serve};
+use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
+use countersign_softkey::SoftKey;
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
-use webauthn_authenticator_rs::{AuthenticatorBackend, AuthenticatorBackendHashedClientData};
-use webauthn_rs::prelude::{
-    AttestationCaListBuilder, CreationChallengeResponse, RequestChallengeResponse, Url,
-};
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
 
 const ORIGIN: &str = "https://localhost";
 
@@ -72,7 +70,7 @@ impl Bot {
 
 struct Person {
     name: &'static str,
-    token: SoftToken,
+    token: SoftKey,
     session: String,
 }
 
@@ -102,18 +100,18 @@ async fn main() {
     let example = include_str!("../../../countersign.example.toml")
         .replace("data_dir = \"data\"", &format!("data_dir = {:?}", dir.path().display()))
         .replace("approvals.exchange.example", "localhost")
-        .replace("attestation_presets = [\"yubikey\"]", "attestation_presets = []")
+        .replace("attestation_presets = [\"yubikey\"]", "attestation_presets = [\"development\"]")
         .replace("enforced = true", "enforced = false");
     let config = Config::from_toml(&example, std::path::Path::new("countersign.example.toml")).unwrap();
-    let mut state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
-    let mut cas = AttestationCaListBuilder::new();
-    let mut tokens = Vec::new();
-    for _ in 0..2 {
-        let (token, ca) = SoftToken::new(true).unwrap();
-        cas.insert_device_x509(ca, AAGUID, "demo software token".into(), Default::default()).unwrap();
-        tokens.push(token);
-    }
-    state.attestation = cas.build();
+    let state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
+    let tokens: Vec<SoftKey> = ["alice", "carol"]
+        .iter()
+        .map(|name| {
+            let key = SoftKey::new(&format!("{name}'s software key")).unwrap();
+            key.set_pin(DEMO_PIN).unwrap();
+            key
+        })
+        .collect();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(serve(state.clone(), listener));
@@ -162,14 +160,8 @@ async fn main() {
         .unwrap();
         let start = post(&http, format!("{base}/v1/enroll/start"), None, json!({"code": code})).await;
         let options: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
-        let mut token = token;
-        let credential = AuthenticatorBackend::perform_register(
-            &mut token,
-            Url::parse(ORIGIN).unwrap(),
-            options.public_key,
-            60_000,
-        )
-        .unwrap();
+        let credential =
+            countersign_keys::register(token.clone(), &ceremony(), options.public_key, ORIGIN).await.unwrap();
         let done = post(
             &http,
             format!("{base}/v1/enroll/finish"),
@@ -179,13 +171,10 @@ async fn main() {
         .await;
         let login = post(&http, format!("{base}/v1/login/start"), None, json!({"approver": name})).await;
         let options: RequestChallengeResponse = serde_json::from_value(login["options"].clone()).unwrap();
-        let assertion = AuthenticatorBackend::perform_auth(
-            &mut token,
-            Url::parse(ORIGIN).unwrap(),
-            options.public_key,
-            60_000,
-        )
-        .unwrap();
+        let assertion =
+            countersign_keys::sign_standard(token.clone(), &ceremony(), options.public_key, ORIGIN)
+                .await
+                .unwrap();
         let session = post(
             &http,
             format!("{base}/v1/login/finish"),
@@ -263,13 +252,10 @@ async fn main() {
     say("9. carol breaks the glass: one touch freezes every API key");
     let f = post(&http, format!("{base}/v1/freeze/challenge"), Some(&people[1].session), json!({})).await;
     let options: RequestChallengeResponse = serde_json::from_value(f["options"].clone()).unwrap();
-    let assertion = AuthenticatorBackend::perform_auth(
-        &mut people[1].token,
-        Url::parse(ORIGIN).unwrap(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
+    let assertion =
+        countersign_keys::sign_standard(people[1].token.clone(), &ceremony(), options.public_key, ORIGIN)
+            .await
+            .unwrap();
     post(
         &http,
         format!("{base}/v1/freeze"),
@@ -289,6 +275,31 @@ async fn main() {
     );
 }
 
+const DEMO_PIN: &str = "4821";
+
+/// The demo's approvers at their software keys: the PIN is typed for them (through
+/// the same PIN protocol a USB key speaks) and the touch is immediate.
+#[derive(Debug)]
+struct DemoPerson;
+
+impl Prompt for DemoPerson {
+    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
+        Some(0)
+    }
+    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
+        Some(Pin::new(DEMO_PIN.to_owned()))
+    }
+    fn confirm_last_retry(&self) -> bool {
+        false
+    }
+    fn touch(&self) {}
+    fn processing(&self) {}
+}
+
+fn ceremony() -> Ceremony {
+    Ceremony::new(Arc::new(DemoPerson))
+}
+
 async fn sign_and_send(
     http: &reqwest::Client,
     base: &str,
@@ -301,14 +312,8 @@ async fn sign_and_send(
     let binding = ApprovalBinding::new(shown, Decision::Approve).unwrap();
     let cdj =
         client_data_json(&BASE64URL_NOPAD.encode(&options.public_key.challenge), ORIGIN, &binding).unwrap();
-    let mut credential = AuthenticatorBackendHashedClientData::perform_auth(
-        &mut who.token,
-        Sha256::digest(&cdj).to_vec(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
-    credential.response.client_data_json = cdj;
+    let credential =
+        countersign_keys::sign(who.token.clone(), &ceremony(), options.public_key, cdj).await.unwrap();
     post(
         http,
         format!("{base}/v1/operations/{op_id}/decisions"),

@@ -26,6 +26,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use sqlx::Row;
 use webauthn_rs::prelude::*;
+use webauthn_rs_proto::{CredentialProtectionPolicy, ExtnState};
 
 use crate::AppState;
 use crate::error::{Error, Result};
@@ -409,6 +410,18 @@ pub async fn enroll_finish(
             "the key did not verify the user (PIN) at registration",
         ));
     }
+    // credProtect = userVerificationRequired: without the PIN the key will not even
+    // use (or admit to) this credential.
+    if !matches!(
+        internals.extensions.cred_protect,
+        ExtnState::Set(CredentialProtectionPolicy::UserVerificationRequired)
+    ) {
+        return Err(err(
+            401,
+            "enroll.no_cred_protect",
+            "the key did not apply credProtect (user verification required): use a FIDO 2.1 key such as a YubiKey 5 with firmware 5.2 or later",
+        ));
+    }
     let public_key = match &internals.cred.key {
         COSEKeyType::EC_EC2(ec) if internals.cred.type_ == COSEAlgorithm::ES256 => {
             let mut sec1 = vec![0x04];
@@ -468,6 +481,7 @@ pub async fn enroll_finish(
     let event = AuditEvent::new(format!("approver:{}", c.approver), "credential.enrolled")
         .detail("credential", cred_id.as_str())
         .detail("aaguid", aaguid.clone().unwrap_or_default())
+        .detail("software", software_authenticator(aaguid.as_deref()).to_string())
         .detail("status", status);
     state.store.append_in(&mut tx, &event, now).await?;
     state.store.commit(tx).await?;
@@ -494,6 +508,13 @@ pub async fn enroll_finish(
         crate::intake::propose(state, &proposer, action, now).await?;
     }
     Ok((cred_id, status))
+}
+
+/// Whether a credential comes from the software authenticator (tests and demo only):
+/// every client shows a permanent warning for it.
+#[must_use]
+pub fn software_authenticator(aaguid: Option<&str>) -> bool {
+    aaguid == Some(countersign_core::SOFTWARE_AUTHENTICATOR_AAGUID)
 }
 
 /// Begin a login (or any assertion) for a person with their active keys.

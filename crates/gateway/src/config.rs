@@ -97,7 +97,8 @@ pub struct WebauthnConfig {
     /// The origin approvers' clients put in clientDataJSON, e.g. `https://approvals.example`.
     pub origin: String,
     /// Built-in attestation trust: `yubikey` (Yubico's FIDO attestation root, any
-    /// YubiKey model). Combined with `attestation_cas`.
+    /// YubiKey model); `development` (the software authenticator: demo and tests
+    /// only). Combined with `attestation_cas`.
     #[serde(default)]
     pub attestation_presets: Vec<AttestationPreset>,
     /// Further attestation CAs whose keys may enroll, each restricted to AAGUIDs.
@@ -137,6 +138,11 @@ pub enum AttestationPreset {
     /// Keys with firmware 5.7 and later chain to Yubico's newer FIDO root, which is
     /// not bundled yet: add it with `attestation_cas`.
     Yubikey,
+    /// **Development only: trusts the SOFTWARE authenticator `countersign-softkey`**,
+    /// whose attestation CA key is public (anyone can mint keys under it). For the
+    /// demo and tests; the gateway logs a warning at startup and marks every such
+    /// credential as software.
+    Development,
 }
 
 /// One trusted attestation CA.

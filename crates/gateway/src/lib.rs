@@ -114,6 +114,22 @@ fn relying_party(
     for preset in &config.webauthn.attestation_presets {
         let pem: &[u8] = match preset {
             config::AttestationPreset::Yubikey => YUBICO_U2F_ROOT_PEM,
+            config::AttestationPreset::Development => {
+                tracing::warn!(
+                    "[webauthn] attestation preset `development`: SOFTWARE authenticators can enroll. \
+                     Never use this where real money moves."
+                );
+                let aaguid = Uuid::parse_str(countersign_core::SOFTWARE_AUTHENTICATOR_AAGUID)
+                    .map_err(|e| bad(format!("softkey aaguid: {e}")))?;
+                cas.insert_device_pem(
+                    SOFTKEY_DEV_CA_PEM,
+                    aaguid,
+                    "countersign-softkey (SOFTWARE authenticator, development only)".into(),
+                    Default::default(),
+                )
+                .map_err(|e| bad(format!("{preset:?}: {e:?}")))?;
+                continue;
+            }
         };
         let list = webauthn_rs::prelude::AttestationCaList::try_from(pem)
             .map_err(|e| bad(format!("{preset:?}: {e:?}")))?;
@@ -134,6 +150,10 @@ fn relying_party(
 
 /// Yubico's FIDO attestation root (public certificate, valid 2014–2050).
 const YUBICO_U2F_ROOT_PEM: &[u8] = include_bytes!("../attestation/yubico-u2f-root-ca-serial-457200631.pem");
+
+/// The development CA of `countersign-softkey` (public; see that crate's docs). Kept
+/// equal to what the softkey derives by a test in `countersign-softkey`.
+const SOFTKEY_DEV_CA_PEM: &[u8] = include_bytes!("../attestation/countersign-softkey-dev-ca.pem");
 
 /// The HTTP API.
 pub fn router(state: AppState) -> Router {
@@ -582,6 +602,9 @@ mod tests {
         );
         let (_, yubico) = relying_party(&c).unwrap();
         assert_eq!(yubico.len(), 1);
+        c.webauthn.attestation_presets = vec![AttestationPreset::Development];
+        let (_, dev) = relying_party(&c).unwrap();
+        assert_eq!(dev.len(), 1, "the development preset trusts only the softkey CA");
         c.webauthn.attestation_presets.clear();
         let (_, none) = relying_party(&c).unwrap();
         assert!(none.is_empty(), "nothing trusted unless configured");

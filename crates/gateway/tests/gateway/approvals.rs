@@ -1,7 +1,8 @@
 //! Approvals with hardware keys, end to end over HTTP: enrollment with attestation,
 //! login, and decisions whose clientDataJSON carries the `countersign` member.
-//! The authenticator is webauthn-authenticator-rs's software token (packed
-//! attestation from its own CA, ES256, a signature counter).
+//! The authenticator is `countersign-softkey` driven through `countersign-keys`'s
+//! CTAP2 layer, exactly as the desktop drives a USB key: PIN protocol 2, packed
+//! attestation from the development CA, credProtect, ES256, a signature counter.
 
 use std::collections::BTreeSet;
 
@@ -10,34 +11,66 @@ use countersign_core::certificate::SignedRegistry;
 use countersign_core::operation::Role;
 use countersign_core::release::{Trust, verify_release};
 use countersign_core::{Decision, canonical};
+use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
+use countersign_softkey::SoftKey;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
-use webauthn_authenticator_rs::{AuthenticatorBackend, AuthenticatorBackendHashedClientData};
 use webauthn_rs::prelude::{
-    AttestationCaListBuilder, CreationChallengeResponse, PublicKeyCredential, RequestChallengeResponse, Url,
+    AttestationCaList, CreationChallengeResponse, PublicKeyCredential, RequestChallengeResponse,
 };
+use webauthn_rs_proto::PublicKeyCredentialRequestOptions;
 
 use crate::support::*;
 
 const ORIGIN: &str = "https://localhost";
 
+const PIN: &str = "4821";
+
 pub struct Approver {
     pub id: String,
-    pub token: SoftToken,
+    pub token: SoftKey,
     pub session: String,
 }
 
-/// Start a gateway whose attestation list trusts these software tokens' CAs.
-pub async fn gateway_with_tokens(db: Db, n: usize) -> (Gateway, Vec<SoftToken>) {
-    let mut builder = AttestationCaListBuilder::new();
-    let mut tokens = Vec::new();
-    for _ in 0..n {
-        let (token, ca) = SoftToken::new(true).unwrap();
-        builder.insert_device_x509(ca, AAGUID, "software token (tests)".into(), Default::default()).unwrap();
-        tokens.push(token);
+/// The approver at the key: types the PIN, touches when asked.
+#[derive(Debug)]
+struct TypesPin;
+
+impl Prompt for TypesPin {
+    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
+        Some(0)
     }
-    let gw = Gateway::start_full(db, policy(), Some(builder.build())).await;
+    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
+        Some(Pin::new(PIN.to_owned()))
+    }
+    fn confirm_last_retry(&self) -> bool {
+        false
+    }
+    fn touch(&self) {}
+    fn processing(&self) {}
+}
+
+fn ceremony() -> Ceremony {
+    Ceremony::new(std::sync::Arc::new(TypesPin))
+}
+
+/// Sign a standard `webauthn.get` (login, freeze) with the key.
+async fn assert_standard(token: &SoftKey, options: PublicKeyCredentialRequestOptions) -> PublicKeyCredential {
+    countersign_keys::sign_standard(token.clone(), &ceremony(), options, ORIGIN).await.unwrap()
+}
+
+/// Start a gateway that trusts the software keys' development CA, and make `n` keys.
+pub async fn gateway_with_tokens(db: Db, n: usize) -> (Gateway, Vec<SoftKey>) {
+    let pem = countersign_softkey::dev_ca_pem().unwrap();
+    let trust = AttestationCaList::try_from(pem.as_bytes()).unwrap();
+    let tokens = (0..n)
+        .map(|i| {
+            let key = SoftKey::new(&format!("softkey {i}")).unwrap();
+            key.set_pin(PIN).unwrap();
+            key
+        })
+        .collect();
+    let gw = Gateway::start_full(db, policy(), Some(trust)).await;
     (gw, tokens)
 }
 
@@ -68,7 +101,7 @@ async fn bootstrap_code(
 }
 
 /// Bootstrap a person on the host, enroll their token, log in.
-pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], token: SoftToken) -> Approver {
+pub async fn enroll(gw: &Gateway, id: &str, groups: &[&str], token: SoftKey) -> Approver {
     enroll_as(gw, id, &[Role::Approver], groups, None, token).await
 }
 
@@ -80,7 +113,7 @@ pub async fn enroll_as(
     roles: &[Role],
     groups: &[&str],
     issued_by: Option<&str>,
-    mut token: SoftToken,
+    token: SoftKey,
 ) -> Approver {
     let roles: BTreeSet<Role> = roles.iter().copied().collect();
     let groups = groups.iter().map(|g| g.parse().unwrap()).collect();
@@ -99,13 +132,8 @@ pub async fn enroll_as(
     let r = post(gw, "/v1/enroll/start", None, json!({"code": code})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let options: CreationChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
-    let credential = AuthenticatorBackend::perform_register(
-        &mut token,
-        Url::parse(ORIGIN).unwrap(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
+    let credential =
+        countersign_keys::register(token.clone(), &ceremony(), options.public_key, ORIGIN).await.unwrap();
     let r = post(
         gw,
         "/v1/enroll/finish",
@@ -127,13 +155,7 @@ pub async fn login(gw: &Gateway, a: &mut Approver) -> Reply {
     let r = post(gw, "/v1/login/start", None, json!({"approver": a.id})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
-    let credential = AuthenticatorBackend::perform_auth(
-        &mut a.token,
-        Url::parse(ORIGIN).unwrap(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
+    let credential = assert_standard(&a.token, options.public_key).await;
     post(gw, "/v1/login/finish", None, json!({"ceremony": r.body["ceremony"], "credential": credential}))
         .await
 }
@@ -179,14 +201,8 @@ pub async fn sign_decision(
     let challenge = data_encoding::BASE64URL_NOPAD.encode(&options.public_key.challenge);
     let cdj = tamper(String::from_utf8(client_data_json(&challenge, ORIGIN, &binding).unwrap()).unwrap())
         .into_bytes();
-    let mut credential = AuthenticatorBackendHashedClientData::perform_auth(
-        &mut a.token,
-        Sha256::digest(&cdj).to_vec(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
-    credential.response.client_data_json = cdj;
+    let credential =
+        countersign_keys::sign(a.token.clone(), &ceremony(), options.public_key, cdj).await.unwrap();
     (r.body["ceremony"].clone(), credential)
 }
 
@@ -305,7 +321,9 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
         decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace("webauthn.get", "webauthn.create"))
             .await;
     assert_eq!(r.code(), "assertion.invalid");
-    // Signed for another relying party (the key scopes rpIdHash to the RP id it was asked for).
+    // An assertion whose rpIdHash names another relying party (a real key will not
+    // even find the credential for another RP id, so the hash is replaced after
+    // signing, as a forging client would).
     let c = post(
         &gw,
         &format!("/v1/operations/{id}/challenge"),
@@ -313,7 +331,7 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
         json!({"decision": "approve"}),
     )
     .await;
-    let mut options: RequestChallengeResponse = serde_json::from_value(c.body["options"].clone()).unwrap();
+    let options: RequestChallengeResponse = serde_json::from_value(c.body["options"].clone()).unwrap();
     let op = canonical::decode(c.body["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
     let binding = ApprovalBinding::new(&op, Decision::Approve).unwrap();
     let cdj = client_data_json(
@@ -322,15 +340,9 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
         &binding,
     )
     .unwrap();
-    options.public_key.rp_id = "evil.example".into();
-    let mut credential = AuthenticatorBackendHashedClientData::perform_auth(
-        &mut alice.token,
-        Sha256::digest(&cdj).to_vec(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
-    credential.response.client_data_json = cdj;
+    let mut credential =
+        countersign_keys::sign(alice.token.clone(), &ceremony(), options.public_key, cdj).await.unwrap();
+    credential.response.authenticator_data[..32].copy_from_slice(&Sha256::digest(b"evil.example"));
     let r = post(
         &gw,
         &format!("/v1/operations/{id}/decisions"),
@@ -563,7 +575,7 @@ pub async fn cloned_keys_are_flagged_and_revocation_is_immediate(db: Db) {
     let second = gw.withdraw(&key, &eth("6")).await.op_id();
 
     // An attacker copied alice's key: same private key, same counter.
-    let clone = SoftToken::from_cbor(&alice.token.to_cbor().unwrap()).unwrap();
+    let clone = alice.token.clone_device().unwrap();
     let mut thief = Approver { id: "alice".into(), token: clone, session: alice.session.clone() };
     assert_eq!(decide(&gw, &mut alice, &first, Decision::Approve, &same).await.status, 200);
     let r = decide(&gw, &mut thief, &second, Decision::Approve, &same).await;
@@ -668,19 +680,13 @@ pub async fn approvers_get_live_events_and_resume(db: Db) {
 /// Break glass: one approver's key touch freezes every API key at once.
 pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
     let (gw, mut tokens) = gateway_with_tokens(db, 1).await;
-    let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
     let key = gw.api_key("key_mm1", KeySpec::default()).await;
     assert_eq!(gw.withdraw(&key, &eth("1")).await.state(), "released");
     let r = post(&gw, "/v1/freeze/challenge", Some(&carol.session), json!({})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
-    let credential = AuthenticatorBackend::perform_auth(
-        &mut carol.token,
-        Url::parse(ORIGIN).unwrap(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
+    let credential = assert_standard(&carol.token, options.public_key).await;
     // Without a valid assertion nothing happens.
     let mut forged = credential.clone();
     forged.response.signature[8] ^= 1;
@@ -696,13 +702,7 @@ pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
     // A fresh challenge and a real touch.
     let r = post(&gw, "/v1/freeze/challenge", Some(&carol.session), json!({})).await;
     let options: RequestChallengeResponse = serde_json::from_value(r.body["options"].clone()).unwrap();
-    let credential = AuthenticatorBackend::perform_auth(
-        &mut carol.token,
-        Url::parse(ORIGIN).unwrap(),
-        options.public_key,
-        60_000,
-    )
-    .unwrap();
+    let credential = assert_standard(&carol.token, options.public_key).await;
     let r = post(
         &gw,
         "/v1/freeze",
