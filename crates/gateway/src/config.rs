@@ -225,6 +225,14 @@ pub struct Config {
     /// Hardware-key (WebAuthn) settings for approvers.
     #[serde(default)]
     pub webauthn: WebauthnConfig,
+    /// HTTPS for approvers' clients (see [`crate::tls`]). Absent: plain HTTP, for a
+    /// gateway behind a TLS-terminating proxy or on loopback only.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// The URL clients use to reach this gateway, put in enrollment links; defaults
+    /// to `https://` (or `http://` without `[tls]`) + `listen`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// The initial policy, stored as version 1 on first start.
     pub policy: Policy,
 }

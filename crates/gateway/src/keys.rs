@@ -76,16 +76,7 @@ impl GatewayKeys {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = random_bytes::<64>()?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path)?;
-                file.write_all(HEXLOWER.encode(&bytes).as_bytes())?;
-                file.sync_all()?;
+                write_private(path, HEXLOWER.encode(&bytes).as_bytes())?;
                 Ok(Self::from_bytes(&bytes))
             }
             Err(e) => Err(e),
@@ -148,6 +139,24 @@ impl fmt::Debug for ApiKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKeySecret(<redacted>)")
     }
+}
+
+/// Create a new secret file readable by its owner only (mode 0600), synced to disk.
+/// Refuses to overwrite an existing file.
+///
+/// # Errors
+/// The file exists or cannot be written.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod metrics;
 pub mod release;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub attestation: webauthn_rs::prelude::AttestationCaList,
     /// Limits audit entries for repeated refusals.
     pub refusals: Arc<auth::RefusalThrottle>,
+    /// HTTPS certificate and pin, when `[tls]` is configured.
+    pub tls: Option<tls::Tls>,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ impl AppState {
             .map_err(|e| Error::internal(format!("key file {}: {e}", config.keys_path().display())))?;
         store.ensure_policy(&config.policy, clock.now()).await?;
         let (webauthn, attestation) = relying_party(&config)?;
+        let tls = config.tls.as_ref().map(|t| tls::Tls::load(t, &config.data_dir)).transpose()?;
         Ok(AppState {
             store,
             keys: Arc::new(keys),
@@ -96,8 +100,41 @@ impl AppState {
             webauthn: Arc::new(webauthn),
             attestation,
             refusals: Arc::default(),
+            tls,
         })
     }
+}
+
+impl AppState {
+    /// The URL clients use to reach this gateway.
+    #[must_use]
+    pub fn public_url(&self) -> String {
+        match &self.config.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{}://{}", if self.tls.is_some() { "https" } else { "http" }, self.config.listen),
+        }
+    }
+
+    /// The enrollment link an approver's client opens: the gateway's URL, the
+    /// single-use code and, with TLS, the pin of the gateway's key.
+    #[must_use]
+    pub fn enrollment_link(&self, code: &str) -> String {
+        let mut link = format!("countersign://enroll?gateway={}&code={code}", percent(&self.public_url()));
+        if let Some(tls) = &self.tls {
+            link.push_str(&format!("&pin={}", percent(tls.pin())));
+        }
+        link
+    }
+}
+
+/// Percent-encode everything but unreserved characters (RFC 3986).
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn relying_party(
@@ -181,17 +218,42 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve on `listener` until the process is stopped; the expiry sweep runs beside it.
+/// The address a request came from, for every listener the gateway serves on
+/// (plain TCP, or TLS via [`tls::TlsListener`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Serve on `listener` (plain TCP or [`tls::TlsListener`]) until the process is
+/// stopped; the expiry sweep and settlement delivery run beside it.
 ///
 /// # Errors
 /// When the listener fails.
-pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve<L>(state: AppState, listener: L) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     tokio::spawn(intake::sweep_forever(state.clone()));
     if let Some(url) = state.config.settlement.webhook_url.clone() {
         let timeout = std::time::Duration::from_secs(state.config.settlement.timeout_seconds.max(1));
         tokio::spawn(release::deliver_forever(state.clone(), url, timeout));
     }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
     axum::serve(listener, app).await
 }
 
@@ -257,7 +319,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String> {
 
 async fn post_withdrawal(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -296,7 +358,7 @@ fn withdrawal_response(outcome: &intake::IntakeOutcome) -> Response {
 
 async fn get_operation(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Path(id): Path<String>,
     method: Method,
     uri: Uri,
@@ -346,7 +408,7 @@ fn decode_cursor(cursor: &str) -> Result<(i64, String)> {
 
 async fn list_operations(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     method: Method,
     uri: Uri,

@@ -14,6 +14,7 @@ use countersign_gateway::clock::{Clock, SystemClock};
 use countersign_gateway::config::Config;
 use countersign_gateway::keys::random_bytes;
 use countersign_gateway::store::ApiKeyRecord;
+use countersign_gateway::tls::TlsListener;
 use countersign_gateway::{AppState, serve};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 
@@ -221,8 +222,23 @@ async fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
             };
-            tracing::info!(%listen, database = %state.config.database_url(), "countersign gateway listening");
-            serve(state, listener).await.map_err(|e| e.to_string())
+            let url = state.public_url();
+            match state.tls.clone() {
+                Some(tls) => {
+                    tracing::info!(%url, pin = tls.pin(), database = %state.config.database_url(), "countersign gateway listening (HTTPS)");
+                    match TlsListener::new(listener, &tls) {
+                        Ok(l) => serve(state, l).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                None => {
+                    if !listen.ip().is_loopback() {
+                        tracing::warn!(%listen, "plain HTTP on a non-loopback address: put a TLS proxy in front or configure [tls]");
+                    }
+                    tracing::info!(%url, database = %state.config.database_url(), "countersign gateway listening (plain HTTP)");
+                    serve(state, listener).await.map_err(|e| e.to_string())
+                }
+            }
         }
         Command::ApiKey(cmd) => api_key(&state, cmd, now).await,
         Command::Freeze { reason } => match state.store.freeze("host", &reason, now).await {
@@ -351,8 +367,9 @@ async fn approver_code(
     .await
     .map_err(|e| e.to_string())?;
     done(format!(
-        "enrollment code for {id} (single use, valid {} s; give it to them over a channel you trust): {code}",
-        state.config.webauthn.enrollment_code_ttl_seconds
+        "enrollment link for {id} (single use, valid {} s; give it to them over a channel you trust):\n{}",
+        state.config.webauthn.enrollment_code_ttl_seconds,
+        state.enrollment_link(&code)
     ))
 }
 

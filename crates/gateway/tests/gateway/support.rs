@@ -3,7 +3,6 @@
 //! signs requests with its own implementation of docs/api-signing.md.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -216,7 +215,7 @@ impl Gateway {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(state.clone()).into_make_service_with_connect_info::<countersign_gateway::Peer>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
