@@ -59,3 +59,12 @@ pub use timestamp::Timestamp;
 /// nobody can mistake a software key for hardware; it is not a secret and proves
 /// nothing by itself (attestation does).
 pub const SOFTWARE_AUTHENTICATOR_AAGUID: &str = "14123231-bc31-4891-9a01-dba1ed3c6e53";
+
+/// The pin of a gateway's TLS key, as enrollment links carry it and clients check
+/// it: `sha256/` + base64url (no padding) of SHA-256 over the DER
+/// SubjectPublicKeyInfo.
+#[must_use]
+pub fn spki_pin(spki_der: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256/{}", data_encoding::BASE64URL_NOPAD.encode(&sha2::Sha256::digest(spki_der)))
+}

@@ -211,6 +211,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/freeze/challenge", post(freeze_challenge))
         .route("/v1/freeze", post(freeze))
         .route("/v1/admin/operations", post(admin_propose))
+        .route("/v1/info", get(info))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -437,6 +438,16 @@ async fn list_operations(
     }
     .await;
     respond(&state, result)
+}
+
+async fn info(State(state): State<AppState>) -> Response {
+    axum::Json(json!({
+        "rp_id": state.config.webauthn.rp_id,
+        "origin": state.config.webauthn.origin,
+        "version": env!("CARGO_PKG_VERSION"),
+        "tls_pin": state.tls.as_ref().map(tls::Tls::pin),
+    }))
+    .into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

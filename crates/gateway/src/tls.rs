@@ -19,12 +19,10 @@ use crypto_glue::x509::{
     Ia5String, Name, SerialNumber, SubjectAltName, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
     TbsCertificate, Time, Validity,
 };
-use data_encoding::BASE64URL_NOPAD;
 use p256::ecdsa::{DerSignature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -78,7 +76,7 @@ pub fn spki_pin(cert_der: &[u8]) -> Result<String> {
         .subject_public_key_info()
         .to_der()
         .map_err(|e| Error::internal(format!("certificate key: {e}")))?;
-    Ok(format!("sha256/{}", BASE64URL_NOPAD.encode(&Sha256::digest(&spki))))
+    Ok(countersign_core::spki_pin(&spki))
 }
 
 impl Tls {

@@ -22,8 +22,20 @@ macro_rules! both {
 
 mod approvals;
 mod cli;
+mod client;
 mod signing_doc;
 mod stories;
+
+both!(client => approver_client:
+    approvers_enroll_and_approve_through_the_client_over_pinned_https,
+    a_gateway_with_another_key_is_refused_before_anything_is_sent,
+    operations_altered_in_transit_are_refused_before_signing,
+);
+
+#[tokio::test]
+async fn an_unreachable_gateway_is_a_clear_error() {
+    client::an_unreachable_gateway_is_a_clear_error(support::Db::Sqlite).await;
+}
 
 both!(approvals => hardware_keys:
     two_hardware_key_approvals_release_a_large_withdrawal,

@@ -631,6 +631,7 @@ pub async fn health_metrics_and_openapi_match_the_routes(db: Db) {
         "/v1/freeze/challenge",
         "/v1/freeze",
         "/v1/admin/operations",
+        "/v1/info",
         "/healthz",
         "/metrics",
         "/openapi.json",

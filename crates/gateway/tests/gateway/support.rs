@@ -185,6 +185,21 @@ impl Gateway {
         policy: Policy,
         attestation: Option<webauthn_rs::prelude::AttestationCaList>,
     ) -> Gateway {
+        Self::start_opts(db, policy, attestation, false).await
+    }
+
+    /// Over HTTPS with a self-signed key (pinned by clients), trusting the software
+    /// keys' development CA (`attestation_presets = ["development"]`).
+    pub async fn start_tls(db: Db) -> Gateway {
+        Self::start_opts(db, policy(), None, true).await
+    }
+
+    async fn start_opts(
+        db: Db,
+        policy: Policy,
+        attestation: Option<webauthn_rs::prelude::AttestationCaList>,
+        tls: bool,
+    ) -> Gateway {
         static TRACING: std::sync::Once = std::sync::Once::new();
         TRACING.call_once(|| {
             tracing_subscriber::fmt()
@@ -208,22 +223,46 @@ impl Gateway {
         )
         .unwrap();
         config.database = database;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.public_url = Some(format!("{}://{addr}", if tls { "https" } else { "http" }));
+        if tls {
+            config.tls = Some(countersign_gateway::tls::TlsConfig {
+                names: vec!["localhost".into(), "127.0.0.1".into()],
+                ..Default::default()
+            });
+            config.webauthn.attestation_presets =
+                vec![countersign_gateway::config::AttestationPreset::Development];
+        }
         let clock = FixedClock::new(t("2026-11-28T12:00:00Z"));
         let mut state = AppState::open(config, Arc::new(clock.clone())).await.unwrap();
         if let Some(list) = attestation {
             state.attestation = list;
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = router(state.clone()).into_make_service_with_connect_info::<countersign_gateway::Peer>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let scheme = if tls { "https" } else { "http" };
+        let server = match state.tls.clone() {
+            Some(t) => {
+                let listener = countersign_gateway::tls::TlsListener::new(listener, &t).unwrap();
+                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+            }
+            None => tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+        };
         Gateway {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             state,
             clock,
-            http: countersign_gateway::release::http_client(std::time::Duration::from_secs(30)).unwrap(),
+            // API-key traffic in tests does not check the self-signed certificate;
+            // approvers' clients pin it (tests/gateway/client.rs).
+            http: {
+                let client =
+                    countersign_gateway::release::http_client(std::time::Duration::from_secs(30)).unwrap();
+                if tls {
+                    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
+                } else {
+                    client
+                }
+            },
             _dir: dir,
             pg_database,
             server,

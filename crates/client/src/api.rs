@@ -1,0 +1,326 @@
+//! Typed calls to the gateway. Every ceremony is one call here: ask the gateway,
+//! check what it says, let the key sign, send the signature.
+
+use countersign_core::Decision;
+use countersign_keys::{Ceremony, Token};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use webauthn_rs_proto::{CreationChallengeResponse, RequestChallengeResponse};
+
+use crate::transport::Transport;
+use crate::{EnrollmentLink, Error, Result, VerifiedOperation};
+
+/// A login session token. Never shown by `Debug`; store it only in the OS keyring.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session(String);
+
+impl Session {
+    /// Wrap a token read back from storage.
+    #[must_use]
+    pub fn new(token: String) -> Session {
+        Session(token)
+    }
+
+    /// The token, for the `Authorization` header and the keyring only.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session(<redacted>)")
+    }
+}
+
+/// What a client needs to know about the gateway before signing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Info {
+    /// The WebAuthn relying party id.
+    pub rp_id: String,
+    /// The origin the gateway expects in clientDataJSON.
+    pub origin: String,
+    /// The gateway's version.
+    pub version: String,
+    /// The pin of the TLS key it serves, if any.
+    pub tls_pin: Option<String>,
+}
+
+/// A registered key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Enrolled {
+    /// The credential id (base64url).
+    pub credential_id: String,
+    /// `active`, or `pending_approval` until admins approve the enrollment.
+    pub status: String,
+}
+
+/// A decision the gateway is ready to take: the operation, verified, and the key
+/// challenge. Show [`DecisionChallenge::operation`], then [`Client::sign_decision`].
+#[derive(Debug, Clone)]
+pub struct DecisionChallenge {
+    ceremony: String,
+    options: RequestChallengeResponse,
+    /// What is being decided, checked against its canonical form.
+    pub operation: VerifiedOperation,
+    /// The decision asked for.
+    pub decision: Decision,
+}
+
+/// A typed client for one gateway.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) transport: Transport,
+}
+
+/// The gateway's error from a non-2xx response.
+pub(crate) async fn gateway_error(resp: reqwest::Response) -> Error {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let text = |k: &str| body["error"][k].as_str().map(str::to_owned);
+    Error::Gateway {
+        status,
+        code: text("code").unwrap_or_else(|| format!("http.{status}")),
+        message: text("message").unwrap_or_else(|| "no error body".into()),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Protocol(format!("{what}: {e}")))
+}
+
+fn text(v: &Value, k: &str) -> Result<String> {
+    v[k].as_str().map(str::to_owned).ok_or_else(|| Error::Protocol(format!("no {k} in the answer")))
+}
+
+impl Client {
+    /// A client for `base`: `https://…` with the gateway's pin, or `http://` to this
+    /// machine.
+    ///
+    /// # Errors
+    /// [`Error::Insecure`] for any other combination.
+    pub fn new(base: &str, pin: Option<&str>) -> Result<Client> {
+        Ok(Client { transport: Transport::new(base, pin)? })
+    }
+
+    /// A client for the gateway an enrollment link names, pinned to its key.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn for_link(link: &EnrollmentLink) -> Result<Client> {
+        Client::new(&link.gateway, link.pin.as_deref())
+    }
+
+    /// The gateway's base URL.
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.transport.base
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: Option<&Session>,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let mut request = self.transport.http.request(method, format!("{}{path}", self.transport.base));
+        if let Some(s) = session {
+            request = request.bearer_auth(s.expose());
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let resp = request.send().await.map_err(|e| self.transport.failure(&e))?;
+        if !resp.status().is_success() {
+            return Err(gateway_error(resp).await);
+        }
+        resp.json().await.map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    async fn post(&self, path: &str, session: Option<&Session>, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, session, Some(body)).await
+    }
+
+    async fn get(&self, path: &str, session: Option<&Session>) -> Result<Value> {
+        self.call(reqwest::Method::GET, path, session, None).await
+    }
+
+    /// `GET /v1/info`.
+    ///
+    /// # Errors
+    /// Transport and gateway errors.
+    pub async fn info(&self) -> Result<Info> {
+        decode(self.get("/v1/info", None).await?, "info")
+    }
+
+    /// Enroll a key with a single-use code: the gateway's options, `makeCredential`
+    /// on the key (PIN, touch), the attestation back to the gateway.
+    ///
+    /// # Errors
+    /// `enroll.*` from the gateway, key errors, transport errors.
+    pub async fn enroll<T: Token + 'static>(
+        &self,
+        code: &str,
+        label: &str,
+        token: T,
+        ceremony: &Ceremony,
+    ) -> Result<Enrolled> {
+        let info = self.info().await?;
+        let start = self.post("/v1/enroll/start", None, json!({ "code": code })).await?;
+        let options: CreationChallengeResponse = decode(start["options"].clone(), "enrollment options")?;
+        let credential =
+            countersign_keys::register(token, ceremony, options.public_key, &info.origin).await?;
+        let done = self
+            .post(
+                "/v1/enroll/finish",
+                None,
+                json!({ "ceremony": text(&start, "ceremony")?, "label": label, "credential": credential }),
+            )
+            .await?;
+        decode(done, "enrollment")
+    }
+
+    async fn assert_standard<T: Token + 'static>(
+        &self,
+        start: &Value,
+        token: T,
+        ceremony: &Ceremony,
+    ) -> Result<webauthn_rs_proto::PublicKeyCredential> {
+        let info = self.info().await?;
+        let options: RequestChallengeResponse = decode(start["options"].clone(), "assertion options")?;
+        Ok(countersign_keys::sign_standard(token, ceremony, options.public_key, &info.origin).await?)
+    }
+
+    /// Log in with the key: a short-lived session.
+    ///
+    /// # Errors
+    /// `login.*`, `assertion.*`, key and transport errors.
+    pub async fn login<T: Token + 'static>(
+        &self,
+        approver: &str,
+        token: T,
+        ceremony: &Ceremony,
+    ) -> Result<Session> {
+        let start = self.post("/v1/login/start", None, json!({ "approver": approver })).await?;
+        let credential = self.assert_standard(&start, token, ceremony).await?;
+        let done = self
+            .post(
+                "/v1/login/finish",
+                None,
+                json!({ "ceremony": text(&start, "ceremony")?, "credential": credential }),
+            )
+            .await?;
+        Ok(Session(text(&done, "token")?))
+    }
+
+    /// Operations waiting for approvers, each verified against its canonical form.
+    /// One that fails verification is an error for the whole list: something on the
+    /// way is altering what approvers see.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`], `session.*`, transport errors.
+    pub async fn pending(&self, session: &Session) -> Result<Vec<VerifiedOperation>> {
+        let list = self.get("/v1/approver/operations", Some(session)).await?;
+        let items =
+            list["operations"].as_array().ok_or_else(|| Error::Protocol("no operations list".into()))?;
+        items.iter().map(VerifiedOperation::from_view).collect()
+    }
+
+    /// Ask to decide: the gateway's challenge and the operation, verified. The
+    /// operation must be the one asked for.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`], `decision.*`, `session.*`, transport errors.
+    pub async fn challenge(
+        &self,
+        session: &Session,
+        op_id: &str,
+        decision: Decision,
+    ) -> Result<DecisionChallenge> {
+        let path = format!("/v1/operations/{op_id}/challenge");
+        let r = self.post(&path, Some(session), json!({ "decision": decision })).await?;
+        let operation = VerifiedOperation::from_view(&r["operation"])?;
+        if operation.operation.id.to_string() != op_id {
+            return Err(Error::Tampered(format!(
+                "asked for {op_id}, the gateway sent {}",
+                operation.operation.id
+            )));
+        }
+        Ok(DecisionChallenge {
+            ceremony: text(&r, "ceremony")?,
+            options: decode(r["options"].clone(), "decision options")?,
+            operation,
+            decision,
+        })
+    }
+
+    /// Sign the decision with the key over the verified operation and send it.
+    ///
+    /// # Errors
+    /// `decision.*`, `binding.*`, `assertion.*`, key and transport errors.
+    pub async fn sign_decision<T: Token + 'static>(
+        &self,
+        session: &Session,
+        challenge: DecisionChallenge,
+        reason: Option<&str>,
+        token: T,
+        ceremony: &Ceremony,
+    ) -> Result<Value> {
+        let info = self.info().await?;
+        let options = challenge.options.public_key;
+        let cdj =
+            challenge.operation.client_data_json(&options.challenge, &info.origin, challenge.decision)?;
+        let credential = countersign_keys::sign(token, ceremony, options, cdj).await?;
+        let path = format!("/v1/operations/{}/decisions", challenge.operation.operation.id);
+        self.post(
+            &path,
+            Some(session),
+            json!({ "ceremony": challenge.ceremony, "credential": credential, "reason": reason }),
+        )
+        .await
+    }
+
+    /// Break glass: freeze every API key with one key touch. `true` if this froze
+    /// them, `false` if they already were.
+    ///
+    /// # Errors
+    /// `assertion.*`, key and transport errors.
+    pub async fn freeze<T: Token + 'static>(
+        &self,
+        session: &Session,
+        reason: &str,
+        token: T,
+        ceremony: &Ceremony,
+    ) -> Result<bool> {
+        let start = self.post("/v1/freeze/challenge", Some(session), json!({})).await?;
+        let credential = self.assert_standard(&start, token, ceremony).await?;
+        let done = self
+            .post(
+                "/v1/freeze",
+                Some(session),
+                json!({ "ceremony": text(&start, "ceremony")?, "credential": credential, "reason": reason }),
+            )
+            .await?;
+        Ok(done["changed"].as_bool().unwrap_or(false))
+    }
+
+    /// The approver registry, signed by the gateway (settlement verifies with it).
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn registry(&self) -> Result<Value> {
+        self.get("/v1/registry", None).await
+    }
+
+    /// Follow live events from after `last_event_id`, resuming after drops.
+    #[must_use]
+    pub fn events(
+        &self,
+        session: &Session,
+        last_event_id: Option<String>,
+    ) -> tokio::sync::mpsc::Receiver<crate::Update> {
+        crate::events::follow(self.clone(), session.clone(), last_event_id)
+    }
+}
