@@ -54,6 +54,8 @@ pub struct Enrolled {
     pub credential_id: String,
     /// `active`, or `pending_approval` until admins approve the enrollment.
     pub status: String,
+    /// Whose key it is (the approver the code was issued for).
+    pub approver: String,
 }
 
 /// A decision the gateway is ready to take: the operation, verified, and the key

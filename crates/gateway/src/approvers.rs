@@ -395,7 +395,7 @@ pub async fn enroll_finish(
     label: &str,
     credential: &RegisterPublicKeyCredential,
     now: Timestamp,
-) -> Result<(String, &'static str)> {
+) -> Result<(String, &'static str, ApproverId)> {
     let c = take_ceremony(state, ceremony_id, "enroll", now).await?;
     let reg_state: AttestedPasskeyRegistration = serde_json::from_str(&c.state).map_err(Error::internal)?;
     let passkey =
@@ -507,7 +507,7 @@ pub async fn enroll_finish(
         });
         crate::intake::propose(state, &proposer, action, now).await?;
     }
-    Ok((cred_id, status))
+    Ok((cred_id, status, c.approver))
 }
 
 /// Whether a credential comes from the software authenticator (tests and demo only):

@@ -517,9 +517,9 @@ struct EnrollFinish {
 async fn enroll_finish(State(state): State<AppState>, b: JsonBody<EnrollFinish>) -> Response {
     let r = async {
         let b = body(b)?;
-        let (id, status) =
+        let (id, status, approver) =
             approvers::enroll_finish(&state, &b.ceremony, &b.label, &b.credential, state.clock.now()).await?;
-        Ok(axum::Json(json!({ "credential_id": id, "status": status })).into_response())
+        Ok(axum::Json(json!({ "credential_id": id, "status": status, "approver": approver })).into_response())
     };
     respond(&state, r.await)
 }

@@ -1,0 +1,384 @@
+//! `countersign`: approve or reject withdrawals with your security key, freeze every
+//! API key in an emergency, and verify releases offline.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod key;
+mod profile;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use countersign_client::{Client, EnrollmentLink, Error, Session, Update, VerifiedOperation};
+use countersign_core::Decision;
+use countersign_keys::Ceremony;
+use serde_json::{Value, json};
+
+use crate::key::Terminal;
+use crate::profile::{Profile, SessionStore};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  usage or local error (no profile, unreadable file)
+  2  the gateway refused (its error code is printed)
+  3  the security key failed (no key, wrong PIN, timeout, cancelled, …)
+  4  the gateway could not be reached safely (unreachable, timeout, pinned key mismatch)
+  5  verification failed (an operation altered on the way, a certificate or audit
+     chain that does not verify)";
+
+#[derive(Debug, Parser)]
+#[command(name = "countersign", version, about = "Approve withdrawals with your security key; verify releases offline.", after_help = EXIT_CODES)]
+struct Cli {
+    /// Where the profile (gateway, pinned key, approver) lives.
+    #[arg(long, global = true, env = "COUNTERSIGN_HOME")]
+    profile_dir: Option<PathBuf>,
+    /// Where the session token lives.
+    #[arg(long, global = true, value_enum, default_value = "keyring")]
+    session_store: SessionStore,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Use a SOFTWARE key state file instead of a USB key (tests and demo builds only).
+    #[arg(long, global = true, hide = true)]
+    soft_key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll your security key with an enrollment link from an admin.
+    Enroll {
+        /// countersign://enroll?gateway=…&code=…&pin=…
+        link: String,
+        /// A name for this key (shown to admins).
+        #[arg(long, default_value = "security key")]
+        label: String,
+    },
+    /// Log in with your key (PIN and touch).
+    Login,
+    /// Operations waiting for approvers.
+    Pending,
+    /// Every field of one pending operation, its fingerprint, risk signals and quorum.
+    Show { id: String },
+    /// Approve an operation with your key.
+    Approve { id: String },
+    /// Reject an operation with your key (one rejection vetoes it).
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Follow live events.
+    Watch {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Break glass: freeze every API key with one touch.
+    Freeze {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Settlement: verify a release document offline.
+    VerifyCertificate {
+        /// The release document (JSON) that came with the transfer.
+        file: PathBuf,
+        /// The approver registry (JSON from GET /v1/registry).
+        #[arg(long)]
+        registry: PathBuf,
+        /// The policy settlement trusts (JSON).
+        #[arg(long)]
+        policy: PathBuf,
+        /// The gateway's Ed25519 public key, base64url.
+        #[arg(long)]
+        gateway_key: String,
+    },
+    /// Audit chain exports.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify an exported audit chain offline and name the first broken entry.
+    Verify {
+        file: PathBuf,
+        /// The gateway's Ed25519 public key, base64url.
+        #[arg(long)]
+        gateway_key: String,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = match &e {
+            Error::Gateway { .. } => 2,
+            Error::Key(_) => 3,
+            Error::PinMismatch { .. } | Error::Insecure(_) | Error::Unreachable(_) | Error::Timeout => 4,
+            Error::Tampered(_) => 5,
+            Error::Protocol(_) | Error::Link(_) => 1,
+        };
+        Failure(code, format!("{} [{}]", e, e.code()))
+    }
+}
+
+impl From<countersign_keys::Error> for Failure {
+    fn from(e: countersign_keys::Error) -> Failure {
+        Failure(3, format!("{e} [{}]", e.code()))
+    }
+}
+
+fn local(message: impl Into<String>) -> Failure {
+    Failure(1, message.into())
+}
+
+type Outcome = Result<(), Failure>;
+
+struct Ctx {
+    dir: PathBuf,
+    store: SessionStore,
+    json: bool,
+    soft_key: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn print(&self, human: String, json: Value) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        } else {
+            println!("{human}");
+        }
+    }
+
+    fn client(&self) -> Result<(Profile, Client), Failure> {
+        let profile = Profile::load(&self.dir).map_err(local)?;
+        let client = Client::new(&profile.gateway, profile.pin.as_deref())?;
+        Ok((profile, client))
+    }
+
+    fn session(&self) -> Result<(Profile, Client, Session), Failure> {
+        let (profile, client) = self.client()?;
+        let session = self.store.load(&self.dir, &profile).map_err(local)?;
+        Ok((profile, client, session))
+    }
+
+    async fn key(&self) -> Result<key::AnyKey, Failure> {
+        Ok(key::open(self.soft_key.as_deref(), &Terminal).await?)
+    }
+}
+
+fn ceremony() -> Ceremony {
+    Ceremony::new(Arc::new(Terminal))
+}
+
+fn summary(op: &VerifiedOperation) -> String {
+    let v = serde_json::to_value(&op.operation).unwrap_or(Value::Null);
+    let (kind, details) = (v["action"]["kind"].as_str().unwrap_or("operation"), &v["action"]["details"]);
+    let what = match (details["amount"].as_str(), details["asset"].as_str()) {
+        (Some(amount), Some(asset)) => {
+            let to = details["destination"]["address"].as_str().unwrap_or("?");
+            format!("{kind} {amount} {asset} to {to}")
+        }
+        _ => kind.to_owned(),
+    };
+    format!("{}  {:<9} {}  [{}]", op.operation.id, op.state, what, op.fingerprint)
+}
+
+/// Every field as `path: value` lines.
+fn fields(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                fields(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                fields(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        other => out
+            .push(format!("  {prefix}: {}", other.as_str().map_or_else(|| other.to_string(), str::to_owned))),
+    }
+}
+
+async fn run(cli: Cli) -> Outcome {
+    let ctx = Ctx {
+        dir: profile::dir(cli.profile_dir.as_deref()),
+        store: cli.session_store,
+        json: cli.json,
+        soft_key: cli.soft_key,
+    };
+    match cli.command {
+        Command::Enroll { link, label } => {
+            let link = EnrollmentLink::parse(&link)?;
+            let client = Client::for_link(&link)?;
+            let enrolled = client.enroll(&link.code, &label, ctx.key().await?, &ceremony()).await?;
+            let profile = Profile {
+                gateway: link.gateway.clone(),
+                pin: link.pin.clone(),
+                approver: enrolled.approver.clone(),
+            };
+            profile.save(&ctx.dir).map_err(local)?;
+            let next = if enrolled.status == "active" {
+                "run `countersign login`"
+            } else {
+                "it counts once admins approve the enrollment"
+            };
+            ctx.print(
+                format!("Enrolled a key for {} at {} ({}): {next}", enrolled.approver, link.gateway, enrolled.status),
+                json!({"approver": enrolled.approver, "credential_id": enrolled.credential_id, "status": enrolled.status, "gateway": link.gateway}),
+            );
+        }
+        Command::Login => {
+            let (profile, client) = ctx.client()?;
+            let session = client.login(&profile.approver, ctx.key().await?, &ceremony()).await?;
+            ctx.store.save(&ctx.dir, &profile, &session).map_err(local)?;
+            ctx.print(format!("Logged in as {}", profile.approver), json!({"approver": profile.approver}));
+        }
+        Command::Pending => {
+            let (_, client, session) = ctx.session()?;
+            let ops = client.pending(&session).await?;
+            let human = if ops.is_empty() {
+                "Nothing is waiting.".to_owned()
+            } else {
+                ops.iter().map(summary).collect::<Vec<_>>().join("\n")
+            };
+            ctx.print(human, json!(ops));
+        }
+        Command::Show { id } => {
+            let (_, client, session) = ctx.session()?;
+            let ops = client.pending(&session).await?;
+            let op = ops.into_iter().find(|o| o.operation.id.to_string() == id).ok_or_else(|| {
+                Failure(2, format!("{id} is not waiting for approvers [operation.not_pending]"))
+            })?;
+            let mut lines =
+                vec![summary(&op), format!("fingerprint: {}   digest: {}", op.fingerprint, op.digest)];
+            fields("", &serde_json::to_value(&op.operation).unwrap_or(Value::Null), &mut lines);
+            lines.push("risk:".into());
+            fields("", &op.risk, &mut lines);
+            lines.push("quorum:".into());
+            fields("", &op.verdict, &mut lines);
+            ctx.print(lines.join("\n"), json!(op));
+        }
+        Command::Approve { id } => decide(&ctx, &id, Decision::Approve, None).await?,
+        Command::Reject { id, reason } => decide(&ctx, &id, Decision::Reject, Some(&reason)).await?,
+        Command::Watch { count } => {
+            let (_, client, session) = ctx.session()?;
+            let mut events = client.events(&session, None);
+            let mut seen = 0;
+            while let Some(update) = events.recv().await {
+                match update {
+                    Update::Event(e) => {
+                        ctx.print(
+                            format!("{}  {}  {}", e.id, e.event, e.data["operation"].as_str().unwrap_or("")),
+                            json!({"id": e.id, "event": e.event, "data": e.data}),
+                        );
+                        seen += 1;
+                        if count.is_some_and(|c| seen >= c) {
+                            break;
+                        }
+                    }
+                    Update::Reconnecting { error, retry_in } => {
+                        eprintln!("connection lost ({error}); reconnecting in {retry_in:?}");
+                    }
+                    Update::Refused(e) => return Err(e.into()),
+                }
+            }
+        }
+        Command::Freeze { reason } => {
+            let (_, client, session) = ctx.session()?;
+            let changed = client.freeze(&session, &reason, ctx.key().await?, &ceremony()).await?;
+            let human = if changed { "Every API key is frozen." } else { "Already frozen." };
+            ctx.print(human.into(), json!({"frozen": true, "changed": changed}));
+        }
+        Command::VerifyCertificate { file, registry, policy, gateway_key } => {
+            let key = gateway_key_from(&gateway_key)?;
+            let document = read(&file)?;
+            let signed: countersign_core::certificate::SignedRegistry =
+                serde_json::from_slice(&read(&registry)?)
+                    .map_err(|e| local(format!("{}: {e}", registry.display())))?;
+            let registry = signed
+                .verify(&key)
+                .map_err(|e| Failure(5, format!("the registry is not signed by this gateway key: {e}")))?;
+            let policy: countersign_core::Policy = serde_json::from_slice(&read(&policy)?)
+                .map_err(|e| local(format!("{}: {e}", policy.display())))?;
+            let trust = countersign_core::release::Trust { gateway: &key, policy: &policy, registry };
+            let op = countersign_core::release::verify_release(&document, &trust)
+                .map_err(|e| Failure(5, format!("REFUSE the transfer: {e}")))?;
+            ctx.print(format!("OK: {} may be settled", op.id), json!({"verified": true, "operation": op}));
+        }
+        Command::Audit(AuditCommand::Verify { file, gateway_key }) => {
+            let key = gateway_key_from(&gateway_key)?;
+            let text = String::from_utf8(read(&file)?).map_err(|e| local(e.to_string()))?;
+            let s = countersign_core::audit::verify_export(&text, &key)
+                .map_err(|e| Failure(5, format!("the audit chain does not verify: {e}")))?;
+            ctx.print(
+                format!("OK: {} entries, {} signed checkpoints, head {}", s.entries, s.checkpoints, s.head),
+                json!({"entries": s.entries, "checkpoints": s.checkpoints, "head": s.head}),
+            );
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "countersign", &mut std::io::stdout());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| local(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn decide(ctx: &Ctx, id: &str, decision: Decision, reason: Option<&str>) -> Outcome {
+    let (_, client, session) = ctx.session()?;
+    let challenge = client.challenge(&session, id, decision).await?;
+    eprintln!("{}", summary(&challenge.operation));
+    eprintln!(
+        "Compare the fingerprint {} with the requester before you touch the key.",
+        challenge.operation.fingerprint
+    );
+    let outcome = client.sign_decision(&session, challenge, reason, ctx.key().await?, &ceremony()).await?;
+    let state = outcome["state"].as_str().unwrap_or("?").to_owned();
+    ctx.print(format!("{decision:?} counted; the operation is {state}"), outcome);
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| local(format!("{}: {e}", path.display())))
+}
+
+fn gateway_key_from(b64: &str) -> Result<ed25519_dalek::VerifyingKey, Failure> {
+    data_encoding::BASE64URL_NOPAD
+        .decode(b64.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| local("--gateway-key must be a base64url Ed25519 public key"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            if json {
+                println!("{}", json!({"error": message, "exit": code}));
+            }
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}

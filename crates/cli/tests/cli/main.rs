@@ -1,0 +1,378 @@
+//! The `countersign` binary as a subprocess against a gateway on port 0 (HTTPS,
+//! pinned), with software keys: enroll, login, pending, show, approve, reject,
+//! freeze, verify a certificate; each error path asserts its message and exit code;
+//! and the session in a real Secret Service (gnome-keyring under dbus-run-session).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
+
+#[allow(dead_code, unused_imports)]
+#[path = "../../../gateway/tests/gateway/support.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use countersign_core::operation::Role;
+use countersign_softkey::SoftKey;
+use serde_json::Value;
+use support::*;
+
+const PIN: &str = "4821";
+
+struct Person {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Person {
+    fn new() -> Person {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("softkey.json");
+        SoftKey::create(&key, "cli test key").unwrap().set_pin(PIN).unwrap();
+        Person { dir, key }
+    }
+
+    fn profile(&self) -> PathBuf {
+        self.dir.path().join("profile")
+    }
+
+    /// Run `countersign` with this person's profile and software key; `stdin` is
+    /// what they type (PINs).
+    fn run(&self, args: &[&str], stdin: &str) -> Out {
+        run_with(&self.profile(), Some(&self.key), args, stdin)
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+fn run_with(profile: &Path, key: Option<&Path>, args: &[&str], stdin: &str) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
+    cmd.arg("--profile-dir").arg(profile).args(["--session-store", "file"]);
+    if let Some(k) = key {
+        cmd.arg("--soft-key").arg(k);
+    }
+    let mut child = cmd
+        .args(args)
+        .env_remove("COUNTERSIGN_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn link(gw: &Gateway, id: &str) -> String {
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &id.parse().unwrap(),
+        id,
+        &BTreeSet::from([Role::Approver]),
+        &BTreeSet::from(["traders".parse().unwrap()]),
+        None,
+        gw.now(),
+    )
+    .await
+    .unwrap();
+    gw.state.enrollment_link(&code)
+}
+
+/// Subprocesses block: run them off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn enrolled(gw: &Gateway, id: &'static str) -> Person {
+    let person = Person::new();
+    let l = link(gw, id).await;
+    blocking(move || {
+        let out = person.run(&["enroll", &l, "--label", "laptop"], &format!("{PIN}\n"));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains(&format!("Enrolled a key for {id}")), "{out:?}");
+        assert!(out.stderr.contains("SOFTWARE KEY"), "the software key is announced: {out:?}");
+        let out = person.run(&["login"], &format!("{PIN}\n"));
+        assert_eq!(out.code, 0, "{out:?}");
+        person
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_work_from_the_terminal_and_settlement_verifies_offline() {
+    let gw = Gateway::start_tls(Db::Sqlite).await;
+    let alice = enrolled(&gw, "alice").await;
+    let carol = enrolled(&gw, "carol").await;
+    let key = gw.api_key("key_cli", KeySpec::default()).await;
+    let id = gw.withdraw(&key, &eth("12.5")).await.op_id();
+    let other = gw.withdraw(&key, &eth("13")).await.op_id();
+
+    let (alice, carol) = {
+        let id = id.clone();
+        blocking(move || {
+            let out = alice.run(&["pending", "--json"], "");
+            assert_eq!(out.code, 0, "{out:?}");
+            let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+            assert_eq!(listed.as_array().unwrap().len(), 2, "{out:?}");
+
+            let out = alice.run(&["show", &id], "");
+            assert_eq!(out.code, 0, "{out:?}");
+            assert!(out.stdout.contains("action.details.amount: 12.5"), "{out:?}");
+            assert!(out.stdout.contains("fingerprint: "), "{out:?}");
+
+            let out = alice.run(&["approve", &id], &format!("{PIN}\n"));
+            assert_eq!(out.code, 0, "{out:?}");
+            assert!(out.stdout.contains("the operation is pending"), "{out:?}");
+            assert!(out.stderr.contains("Compare the fingerprint"), "{out:?}");
+            let out = carol.run(&["approve", &id, "--json"], &format!("{PIN}\n"));
+            assert_eq!(out.code, 0, "{out:?}");
+            assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap()["state"], "released");
+            (alice, carol)
+        })
+        .await
+    };
+
+    // One rejection vetoes.
+    let out = {
+        let other = other.clone();
+        blocking(move || {
+            carol.run(&["reject", &other, "--reason", "unknown destination"], &format!("{PIN}\n"))
+        })
+        .await
+    };
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("the operation is rejected"), "{out:?}");
+
+    // Settlement verifies the release offline; a changed document is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = gw.state.store.ledger().await.unwrap();
+    let entry = ledger.iter().find(|l| l.operation_id == id).unwrap();
+    let doc = dir.path().join("release.json");
+    std::fs::write(&doc, serde_json::to_vec(&entry.certificate).unwrap()).unwrap();
+    let registry = dir.path().join("registry.json");
+    let reg: Value =
+        gw.http.get(format!("{}/v1/registry", gw.base)).send().await.unwrap().json().await.unwrap();
+    std::fs::write(&registry, reg.to_string()).unwrap();
+    let policy_file = dir.path().join("policy.json");
+    std::fs::write(&policy_file, serde_json::to_vec(&policy()).unwrap()).unwrap();
+    let gateway_key = data_encoding::BASE64URL_NOPAD.encode(gw.state.keys.verifying_key().as_bytes());
+    let verify = {
+        let (doc, registry, policy_file, gateway_key) =
+            (doc.clone(), registry.clone(), policy_file.clone(), gateway_key.clone());
+        move |profile: PathBuf| {
+            run_with(
+                &profile,
+                None,
+                &[
+                    "verify-certificate",
+                    doc.to_str().unwrap(),
+                    "--registry",
+                    registry.to_str().unwrap(),
+                    "--policy",
+                    policy_file.to_str().unwrap(),
+                    "--gateway-key",
+                    &gateway_key,
+                ],
+                "",
+            )
+        }
+    };
+    let profile = dir.path().join("settlement");
+    let out = blocking({
+        let (verify, profile) = (verify.clone(), profile.clone());
+        move || verify(profile)
+    })
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&format!("OK: {id} may be settled")), "{out:?}");
+    let tampered = serde_json::to_string(&entry.certificate).unwrap().replace("12.5", "125");
+    std::fs::write(&doc, tampered).unwrap();
+    let out = blocking(move || verify(profile)).await;
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("REFUSE the transfer"), "{out:?}");
+
+    // Break glass.
+    let out = blocking(move || alice.run(&["freeze", "--reason", "drill"], &format!("{PIN}\n"))).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("Every API key is frozen"), "{out:?}");
+    assert_eq!(gw.withdraw(&key, &eth("0.1")).await.code(), "auth.frozen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_has_its_message_and_exit_code() {
+    let gw = Gateway::start_tls(Db::Sqlite).await;
+    let person = Person::new();
+    let good = link(&gw, "alice").await;
+
+    // Pinned key mismatch: exit 4, nothing sent.
+    let pin_start = good.find("&pin=").unwrap();
+    let forged = format!("{}&pin=sha256%2FAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &good[..pin_start]);
+    // Unknown code: exit 2 with the gateway's code.
+    let code_start = good.find("&code=").unwrap() + "&code=".len();
+    let wrong_code = format!("{}ZZ{}", &good[..code_start], &good[code_start + 2..]);
+    let person = blocking(move || {
+        let out = person.run(&["enroll", &forged], &format!("{PIN}\n"));
+        assert_eq!(out.code, 4, "{out:?}");
+        assert!(out.stderr.contains("client.pin_mismatch"), "{out:?}");
+        let out = person.run(&["enroll", &wrong_code], &format!("{PIN}\n"));
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("enroll.unknown_code"), "{out:?}");
+        // Not enrolled yet: a local error.
+        let out = person.run(&["pending"], "");
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("countersign enroll"), "{out:?}");
+        person
+    })
+    .await;
+
+    // An expired code.
+    gw.clock.advance(i64::try_from(gw.state.config.webauthn.enrollment_code_ttl_seconds).unwrap() + 1);
+    let expired = good.clone();
+    let person = blocking(move || {
+        let out = person.run(&["enroll", &expired], &format!("{PIN}\n"));
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("enroll.expired_code"), "{out:?}");
+        person
+    })
+    .await;
+
+    // A fresh code, but the person gives up at the PIN prompt (end of input): a key
+    // error, exit 3.
+    let fresh = link(&gw, "bob").await;
+    let person = blocking(move || {
+        let out = person.run(&["enroll", &fresh], "");
+        assert_eq!(out.code, 3, "{out:?}");
+        assert!(out.stderr.contains("key.cancelled"), "{out:?}");
+        person
+    })
+    .await;
+
+    // No key at all (the software key's file is gone): exit 3.
+    let fresh = link(&gw, "dave").await;
+    blocking(move || {
+        std::fs::remove_file(&person.key).unwrap();
+        let out = person.run(&["enroll", &fresh], &format!("{PIN}\n"));
+        assert_eq!(out.code, 3, "{out:?}");
+        assert!(out.stderr.contains("key.device"), "{out:?}");
+    })
+    .await;
+
+    // The gateway is down: exit 4.
+    let down = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    std::fs::write(
+        down.path().join("profile.json"),
+        serde_json::json!({"gateway": format!("http://127.0.0.1:{port}"), "pin": null, "approver": "alice"})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(down.path().join("session"), "token").unwrap();
+    let out = blocking(move || run_with(down.path(), None, &["pending"], "")).await;
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("client.unreachable"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_lives_in_the_secret_service_not_in_a_file() {
+    for tool in ["dbus-run-session", "gnome-keyring-daemon"] {
+        let found =
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success();
+        assert!(found, "{tool} is missing: scripts/setup installs it (dbus-daemon, gnome-keyring)");
+    }
+    let gw = Gateway::start_tls(Db::Sqlite).await;
+    let person = Person::new();
+    let l = link(&gw, "alice").await;
+    // One D-Bus session with an unlocked keyring for the whole script: enroll,
+    // login (token into the keyring), pending (token out of it).
+    let script = r#"
+        printf 'countersign-test' | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1
+        bin="$1"; shift
+        "$bin" "$@" enroll "$LINK" && "$bin" "$@" login && "$bin" "$@" pending --json
+    "#;
+    let profile = person.profile();
+    let key = person.key.clone();
+    let out = blocking(move || {
+        let bin = env!("CARGO_BIN_EXE_countersign");
+        let mut child = Command::new("dbus-run-session")
+            .args(["--", "bash", "-c", script, "countersign-test", bin, "--profile-dir"])
+            .arg(&profile)
+            .arg("--soft-key")
+            .arg(&key)
+            .env("LINK", l)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{PIN}\n{PIN}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            Out {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            },
+            profile,
+        )
+    })
+    .await;
+    let (out, profile) = out;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("Logged in as alice"), "{out:?}");
+    assert!(out.stdout.trim_end().ends_with(']'), "pending --json printed a list: {out:?}");
+    assert!(!profile.join("session").exists(), "no token file with the keyring store");
+    // And without a Secret Service, a clear error rather than a plaintext fallback.
+    let out = blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .arg("--profile-dir")
+            .arg(&profile)
+            .arg("pending")
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OS keyring") && stderr.contains("--session-store file"), "{stderr}");
+}
+
+#[test]
+fn help_completions_and_man_page_come_from_the_definition() {
+    let bin = env!("CARGO_BIN_EXE_countersign");
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for word in [
+        "enroll",
+        "approve",
+        "reject",
+        "freeze",
+        "verify-certificate",
+        "Exit codes",
+        "5  verification failed",
+    ] {
+        assert!(help.contains(word), "{word}: {help}");
+    }
+    let bash = Command::new(bin).args(["completions", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("verify-certificate"));
+    let man = Command::new(bin).arg("man").output().unwrap();
+    assert!(String::from_utf8_lossy(&man.stdout).starts_with(".ie"), "roff");
+}
