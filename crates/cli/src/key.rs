@@ -2,74 +2,15 @@
 
 use std::io::{IsTerminal, Write};
 
-use async_trait::async_trait;
-use countersign_keys::{KeyInfo, Pin, PinRequest, Prompt, Token};
-use webauthn_authenticator_rs::error::WebauthnCError;
-use webauthn_authenticator_rs::ui::UiCallback;
-use webauthn_rs_proto::AuthenticatorTransport;
+use countersign_keys::{KeyInfo, Pin, PinRequest, Prompt};
+use webauthn_authenticator_rs::usb::USBToken;
 
-/// A key: a USB security key, or (test builds only) the software key.
-#[derive(Debug)]
-pub enum AnyKey {
-    #[cfg(feature = "usb")]
-    Usb(webauthn_authenticator_rs::usb::USBToken),
-    #[cfg(feature = "softkey")]
-    Soft(countersign_softkey::SoftKey),
-}
-
-#[async_trait]
-impl Token for AnyKey {
-    type Id = String;
-
-    fn has_button(&self) -> bool {
-        true
-    }
-
-    fn get_transport(&self) -> AuthenticatorTransport {
-        match self {
-            #[cfg(feature = "usb")]
-            AnyKey::Usb(t) => t.get_transport(),
-            #[cfg(feature = "softkey")]
-            AnyKey::Soft(t) => t.get_transport(),
-        }
-    }
-
-    async fn transmit_raw<U: UiCallback>(&mut self, cmd: &[u8], ui: &U) -> Result<Vec<u8>, WebauthnCError> {
-        match self {
-            #[cfg(feature = "usb")]
-            AnyKey::Usb(t) => t.transmit_raw(cmd, ui).await,
-            #[cfg(feature = "softkey")]
-            AnyKey::Soft(t) => t.transmit_raw(cmd, ui).await,
-        }
-    }
-
-    async fn cancel(&mut self) -> Result<(), WebauthnCError> {
-        match self {
-            #[cfg(feature = "usb")]
-            AnyKey::Usb(t) => t.cancel().await,
-            #[cfg(feature = "softkey")]
-            AnyKey::Soft(t) => t.cancel().await,
-        }
-    }
-
-    async fn init(&mut self) -> Result<(), WebauthnCError> {
-        match self {
-            #[cfg(feature = "usb")]
-            AnyKey::Usb(t) => t.init().await,
-            #[cfg(feature = "softkey")]
-            AnyKey::Soft(t) => t.init().await,
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), WebauthnCError> {
-        match self {
-            #[cfg(feature = "usb")]
-            AnyKey::Usb(t) => t.close().await,
-            #[cfg(feature = "softkey")]
-            AnyKey::Soft(t) => t.close().await,
-        }
-    }
-}
+/// The key a command uses: a USB security key, or in test builds possibly the
+/// software key.
+#[cfg(feature = "softkey")]
+pub type AnyKey = countersign_softkey::KeyOrSoft<USBToken>;
+#[cfg(not(feature = "softkey"))]
+pub type AnyKey = USBToken;
 
 /// Open the key for one ceremony: `--soft-key FILE` in test builds, else the USB key
 /// (asking which one when several are connected).
@@ -85,7 +26,7 @@ pub async fn open(
         );
         let key = countersign_softkey::SoftKey::open(path)
             .map_err(|e| countersign_keys::Error::Device(e.to_string()))?;
-        return Ok(AnyKey::Soft(key));
+        return Ok(countersign_softkey::KeyOrSoft::Software(key));
     }
     #[cfg(not(feature = "softkey"))]
     if soft_key.is_some() {
@@ -93,17 +34,12 @@ pub async fn open(
             "this build has no software key (feature softkey)".into(),
         ));
     }
-    #[cfg(feature = "usb")]
-    {
-        let (token, info) = countersign_keys::usb::choose(prompt).await?;
-        eprintln!("Using {}", describe(&info));
-        Ok(AnyKey::Usb(token))
-    }
-    #[cfg(not(feature = "usb"))]
-    {
-        let _ = prompt;
-        Err(countersign_keys::Error::NoKey)
-    }
+    let (token, info) = countersign_keys::usb::choose(prompt).await?;
+    eprintln!("Using {}", describe(&info));
+    #[cfg(feature = "softkey")]
+    return Ok(countersign_softkey::KeyOrSoft::Hardware(token));
+    #[cfg(not(feature = "softkey"))]
+    Ok(token)
 }
 
 /// One line about a key.

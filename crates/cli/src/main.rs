@@ -16,7 +16,9 @@ use countersign_keys::Ceremony;
 use serde_json::{Value, json};
 
 use crate::key::Terminal;
-use crate::profile::{Profile, SessionStore};
+use countersign_client::Profile;
+
+use crate::profile::SessionStore;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -214,7 +216,7 @@ fn fields(prefix: &str, v: &Value, out: &mut Vec<String>) {
 
 async fn run(cli: Cli) -> Outcome {
     let ctx = Ctx {
-        dir: profile::dir(cli.profile_dir.as_deref()),
+        dir: countersign_client::profile::dir(cli.profile_dir.as_deref()),
         store: cli.session_store,
         json: cli.json,
         soft_key: cli.soft_key,

@@ -1,63 +1,10 @@
-//! Where the CLI keeps what it knows: the profile (gateway URL, its pinned key, who
-//! you are; nothing secret) in `<profile dir>/profile.json`, and the session token
-//! in the OS keyring (Secret Service). Never a plaintext token unless you ask for
-//! `--session-store file` (headless servers), which warns every time.
+//! Where the CLI keeps the session token: the OS keyring (Secret Service). Never a
+//! plaintext token unless you ask for `--session-store file` (headless servers),
+//! which warns every time. The profile itself is `countersign_client::Profile`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use countersign_client::Session;
-use serde::{Deserialize, Serialize};
-
-/// What `enroll` learns and later commands use.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Profile {
-    /// The gateway's base URL.
-    pub gateway: String,
-    /// The gateway's pinned TLS key (`sha256/…`); absent only for loopback HTTP.
-    pub pin: Option<String>,
-    /// Who you are at this gateway.
-    pub approver: String,
-}
-
-/// The profile directory: `--profile-dir`, else `$COUNTERSIGN_HOME`, else
-/// `$XDG_CONFIG_HOME/countersign`, else `~/.config/countersign`.
-#[must_use]
-pub fn dir(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_owned();
-    }
-    if let Some(p) = std::env::var_os("COUNTERSIGN_HOME") {
-        return PathBuf::from(p);
-    }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    config.join("countersign")
-}
-
-impl Profile {
-    /// Read `profile.json`.
-    ///
-    /// # Errors
-    /// Not enrolled yet, or an unreadable file.
-    pub fn load(dir: &Path) -> Result<Profile, String> {
-        let path = dir.join("profile.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (run `countersign enroll <link>` first)", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Write `profile.json`.
-    ///
-    /// # Errors
-    /// The directory cannot be written.
-    pub fn save(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("profile.json"), json).map_err(|e| format!("{}: {e}", dir.display()))
-    }
-}
+use countersign_client::{Profile, Session};
 
 /// Where the session token lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

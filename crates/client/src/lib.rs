@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod link;
 mod operation;
+pub mod profile;
 mod transport;
 
 pub use api::{Client, DecisionChallenge, Enrolled, Info, Session};
@@ -27,4 +28,5 @@ pub use error::{Error, Result};
 pub use events::{Event, Update};
 pub use link::EnrollmentLink;
 pub use operation::VerifiedOperation;
+pub use profile::Profile;
 pub use transport::REQUEST_TIMEOUT;

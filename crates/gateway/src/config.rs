@@ -134,10 +134,12 @@ impl Default for WebauthnConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttestationPreset {
-    /// YubiKeys: "Yubico U2F Root CA Serial 457200631" (valid to 2050), any AAGUID.
-    /// Keys with firmware 5.7 and later chain to Yubico's newer FIDO root, which is
-    /// not bundled yet: add it with `attestation_cas`.
+    /// YubiKeys, any model: Yubico's U2F root (serial 457200631), FIDO root (serial
+    /// 450203556) and "Yubico Attestation Root 1" (firmware 5.7 and later).
     Yubikey,
+    /// FIDO2 keys of the vendors listed in `attestation/README.md` (Yubico, Google
+    /// Titan, Feitian, SoloKeys, Nitrokey FIDO2, Token2), any model under their roots.
+    Permissive,
     /// **Development only: trusts the SOFTWARE authenticator `countersign-softkey`**,
     /// whose attestation CA key is public (anyone can mint keys under it). For the
     /// demo and tests; the gateway logs a warning at startup and marks every such

@@ -21,6 +21,8 @@ pub mod assets;
 pub mod auth;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod intake;
@@ -149,8 +151,9 @@ fn relying_party(
     let mut cas = AttestationCaListBuilder::new();
     let mut presets = webauthn_rs::prelude::AttestationCaList::default();
     for preset in &config.webauthn.attestation_presets {
-        let pem: &[u8] = match preset {
-            config::AttestationPreset::Yubikey => YUBICO_U2F_ROOT_PEM,
+        let roots: &[&[u8]] = match preset {
+            config::AttestationPreset::Yubikey => YUBICO_ROOTS,
+            config::AttestationPreset::Permissive => PERMISSIVE_ROOTS,
             config::AttestationPreset::Development => {
                 tracing::warn!(
                     "[webauthn] attestation preset `development`: SOFTWARE authenticators can enroll. \
@@ -168,9 +171,11 @@ fn relying_party(
                 continue;
             }
         };
-        let list = webauthn_rs::prelude::AttestationCaList::try_from(pem)
-            .map_err(|e| bad(format!("{preset:?}: {e:?}")))?;
-        presets.union(&list);
+        for pem in roots {
+            let list = webauthn_rs::prelude::AttestationCaList::try_from(*pem)
+                .map_err(|e| bad(format!("{preset:?}: {e:?}")))?;
+            presets.union(&list);
+        }
     }
     for ca in &config.webauthn.attestation_cas {
         let pem = std::fs::read(&ca.pem_file).map_err(|e| bad(format!("{}: {e}", ca.pem_file.display())))?;
@@ -185,8 +190,29 @@ fn relying_party(
     Ok((webauthn, list))
 }
 
-/// Yubico's FIDO attestation root (public certificate, valid 2014–2050).
-const YUBICO_U2F_ROOT_PEM: &[u8] = include_bytes!("../attestation/yubico-u2f-root-ca-serial-457200631.pem");
+/// Yubico's attestation roots (public certificates; see `attestation/README.md`).
+const YUBICO_ROOTS: &[&[u8]] = &[
+    include_bytes!("../attestation/yubico-u2f-root-ca-serial-457200631.pem"),
+    include_bytes!("../attestation/yubico-fido-root-450203556.pem"),
+    include_bytes!("../attestation/yubico-attestation-root-1.pem"),
+];
+
+/// Every vendor root in `attestation/` except the development CA.
+const PERMISSIVE_ROOTS: &[&[u8]] = &[
+    include_bytes!("../attestation/yubico-u2f-root-ca-serial-457200631.pem"),
+    include_bytes!("../attestation/yubico-fido-root-450203556.pem"),
+    include_bytes!("../attestation/yubico-attestation-root-1.pem"),
+    include_bytes!("../attestation/google-titan-security-key-root.pem"),
+    include_bytes!("../attestation/feitian-fido-root-ca-us-2018.pem"),
+    include_bytes!("../attestation/feitian-fido-root-ca-cn-2018.pem"),
+    include_bytes!("../attestation/feitian-fido-root-ca-us-2022.pem"),
+    include_bytes!("../attestation/feitian-fido-root-ca-cn-2022.pem"),
+    include_bytes!("../attestation/feitian-fido-ea-root.pem"),
+    include_bytes!("../attestation/feitian-ft-fido-0200.pem"),
+    include_bytes!("../attestation/solokeys-root.pem"),
+    include_bytes!("../attestation/nitrokey-fido2-root.pem"),
+    include_bytes!("../attestation/token2-root.pem"),
+];
 
 /// The development CA of `countersign-softkey` (public; see that crate's docs). Kept
 /// equal to what the softkey derives by a test in `countersign-softkey`.
@@ -674,7 +700,10 @@ mod tests {
             "the example trusts YubiKeys"
         );
         let (_, yubico) = relying_party(&c).unwrap();
-        assert_eq!(yubico.len(), 1);
+        assert_eq!(yubico.len(), 3, "Yubico's three roots, 5.7+ firmware included");
+        c.webauthn.attestation_presets = vec![AttestationPreset::Permissive];
+        let (_, permissive) = relying_party(&c).unwrap();
+        assert_eq!(permissive.len(), 13, "every bundled vendor root parses");
         c.webauthn.attestation_presets = vec![AttestationPreset::Development];
         let (_, dev) = relying_party(&c).unwrap();
         assert_eq!(dev.len(), 1, "the development preset trusts only the softkey CA");

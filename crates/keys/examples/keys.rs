@@ -140,9 +140,15 @@ async fn try_soft() -> Result<(), String> {
 }
 
 async fn try_usb() -> Result<(), String> {
-    // Trusts Yubico's FIDO root, as the gateway's `yubikey` preset does.
-    let yubico = include_bytes!("../../gateway/attestation/yubico-u2f-root-ca-serial-457200631.pem");
-    let trust = AttestationCaList::try_from(yubico.as_slice()).map_err(|e| format!("{e:?}"))?;
+    // Trusts Yubico's roots, as the gateway's `yubikey` preset does.
+    let mut trust = AttestationCaList::default();
+    for pem in [
+        include_bytes!("../../gateway/attestation/yubico-u2f-root-ca-serial-457200631.pem").as_slice(),
+        include_bytes!("../../gateway/attestation/yubico-fido-root-450203556.pem").as_slice(),
+        include_bytes!("../../gateway/attestation/yubico-attestation-root-1.pem").as_slice(),
+    ] {
+        trust.union(&AttestationCaList::try_from(pem).map_err(|e| format!("{e:?}"))?);
+    }
     let rp = relying_party()?;
     let (token, info) = countersign_keys::usb::choose(&Terminal).await.map_err(|e| e.to_string())?;
     println!("Using {}", describe(&info));

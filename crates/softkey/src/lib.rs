@@ -431,3 +431,60 @@ impl Token for SoftKey {
         Ok(())
     }
 }
+
+/// A hardware token, or this software key: what a client built for tests or the
+/// demo holds. Production builds use the hardware token type directly.
+#[derive(Debug)]
+pub enum KeyOrSoft<T: Token> {
+    /// A security key (e.g. USB).
+    Hardware(T),
+    /// **The software key** (tests and demo only).
+    Software(SoftKey),
+}
+
+#[async_trait]
+impl<T: Token> Token for KeyOrSoft<T> {
+    type Id = String;
+
+    fn has_button(&self) -> bool {
+        match self {
+            KeyOrSoft::Hardware(t) => t.has_button(),
+            KeyOrSoft::Software(t) => t.has_button(),
+        }
+    }
+
+    fn get_transport(&self) -> AuthenticatorTransport {
+        match self {
+            KeyOrSoft::Hardware(t) => t.get_transport(),
+            KeyOrSoft::Software(t) => t.get_transport(),
+        }
+    }
+
+    async fn transmit_raw<U: UiCallback>(&mut self, cmd: &[u8], ui: &U) -> Result<Vec<u8>, WebauthnCError> {
+        match self {
+            KeyOrSoft::Hardware(t) => t.transmit_raw(cmd, ui).await,
+            KeyOrSoft::Software(t) => t.transmit_raw(cmd, ui).await,
+        }
+    }
+
+    async fn cancel(&mut self) -> Result<(), WebauthnCError> {
+        match self {
+            KeyOrSoft::Hardware(t) => t.cancel().await,
+            KeyOrSoft::Software(t) => t.cancel().await,
+        }
+    }
+
+    async fn init(&mut self) -> Result<(), WebauthnCError> {
+        match self {
+            KeyOrSoft::Hardware(t) => t.init().await,
+            KeyOrSoft::Software(t) => t.init().await,
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), WebauthnCError> {
+        match self {
+            KeyOrSoft::Hardware(t) => t.close().await,
+            KeyOrSoft::Software(t) => t.close().await,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The demo exchange (feature `demo`): an embedded gateway on loopback and a trading
+//! bot that sends realistic, API-key-signed withdrawals. Used by `scripts/demo`
+//! (through Countersign Desktop's demo mode) and the terminal walk-through.
+//!
+//! **Demo only:** the gateway trusts the software authenticator (`development`
+//! attestation preset) and serves plain HTTP on 127.0.0.1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign_core::operation::{Scope, SigningAlgorithm};
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::ApiKeyRecord;
+use crate::{AppState, serve};
+
+/// The example configuration, adapted for a demo on this machine: SQLite in
+/// `data_dir`, plain HTTP on loopback, software keys trusted, no allowlist, a higher
+/// hourly budget so the bot's small withdrawals flow for a while.
+///
+/// # Errors
+/// Only if the example configuration stops parsing (a bug).
+pub fn config(data_dir: &std::path::Path) -> Result<Config> {
+    let text = include_str!("../../../countersign.example.toml")
+        .replace("data_dir = \"data\"", &format!("data_dir = {:?}", data_dir.display()))
+        .replace("[tls]\nnames = [\"localhost\", \"127.0.0.1\"]\n", "")
+        .replace("approvals.exchange.example", "localhost")
+        .replace("attestation_presets = [\"yubikey\"]", "attestation_presets = [\"development\"]")
+        .replace("enforced = true", "enforced = false")
+        .replace("max_reference_value = \"25000\"", "max_reference_value = \"150000\"")
+        .replace("min_score = 70", "min_score = 95");
+    Config::from_toml(&text, std::path::Path::new("countersign.example.toml"))
+        .map_err(|e| Error::internal(format!("demo configuration: {e}")))
+}
+
+/// A running embedded gateway.
+#[derive(Debug)]
+pub struct Embedded {
+    /// Its state (store, keys, configuration).
+    pub state: AppState,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+/// Start a gateway on 127.0.0.1 (any free port) with the demo configuration.
+///
+/// # Errors
+/// The data directory or the port cannot be used.
+pub async fn start(data_dir: &std::path::Path) -> Result<Embedded> {
+    let mut config = config(data_dir)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::internal(format!("listen: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?;
+    config.public_url = Some(format!("http://{addr}"));
+    let state = AppState::open(config, Arc::new(SystemClock)).await?;
+    let server_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(server_state, listener).await {
+            tracing::error!(error = %e, "embedded gateway stopped");
+        }
+    });
+    Ok(Embedded { state, base: format!("http://{addr}") })
+}
+
+/// A trading bot with an Ed25519 API key, signing requests as
+/// `docs/api-signing.md` describes.
+#[derive(Debug)]
+pub struct Bot {
+    http: reqwest::Client,
+    base: String,
+    key_id: String,
+    key: SigningKey,
+}
+
+/// Destinations the bot pays: (asset, address).
+const KNOWN: &[(&str, &str)] = &[
+    ("ETH", "0x8ba1f109551bD432803012645Ac136ddd64DBA72"),
+    ("USDC", "0x1aD91ee08f21bE3dE0BA2ba6918E714dA6B45836"),
+    ("ETH", "0xdAC17F958D2ee523a2206206994597C13D831ec7"),
+];
+
+impl Bot {
+    /// Register the bot's API key (owner `bob`, withdraw scope, loopback only, 90
+    /// days old so it has a history) and return the bot.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn create(gateway: &Embedded, key_id: &str) -> Result<Bot> {
+        let key = SigningKey::from_bytes(&crate::keys::random_bytes::<32>().map_err(Error::internal)?);
+        let now = gateway.state.clock.now();
+        let record = ApiKeyRecord {
+            id: key_id.parse().map_err(Error::internal)?,
+            owner: "bob".parse().map_err(Error::internal)?,
+            label: "demo market maker".into(),
+            algorithm: SigningAlgorithm::Ed25519,
+            public_key: Some(BASE64URL_NOPAD.encode(key.verifying_key().as_bytes())),
+            hmac_salt: None,
+            scopes: [Scope::Read, Scope::Withdraw].into(),
+            ip_allowlist: vec!["127.0.0.0/8".into()],
+            max_reference_value: None,
+            created_at: now.minus_seconds(90 * 86_400),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+        };
+        gateway.state.store.insert_api_key(&record, now).await?;
+        let http = crate::release::http_client(Duration::from_secs(10))?;
+        Ok(Bot { http, base: gateway.base.clone(), key_id: key_id.to_owned(), key })
+    }
+
+    /// Send one withdrawal; the gateway's JSON answer.
+    ///
+    /// # Errors
+    /// The gateway cannot be reached.
+    pub async fn withdraw(&self, asset: &str, amount: &str, to: &str, order: &str) -> Result<Value> {
+        let body = serde_json::to_vec(&json!({
+            "account": "acct_main", "asset": asset, "network": "ethereum", "amount": amount,
+            "destination": {"address": to},
+        }))
+        .map_err(Error::internal)?;
+        let ts = SystemClock.now().unix(); // the bot's own clock
+        let nonce = HEXLOWER.encode(&crate::keys::random_bytes::<12>().map_err(Error::internal)?);
+        let hash = HEXLOWER.encode(&Sha256::digest(&body));
+        let msg = format!("countersign-request-v1\nPOST\n/v1/withdrawals\n\n{ts}\n{nonce}\n{order}\n{hash}");
+        let sig = BASE64URL_NOPAD.encode(&self.key.sign(msg.as_bytes()).to_bytes());
+        let resp = self
+            .http
+            .post(format!("{}/v1/withdrawals", self.base))
+            .header("CS-Key", &self.key_id)
+            .header("CS-Timestamp", ts.to_string())
+            .header("CS-Nonce", nonce)
+            .header("CS-Signature", sig)
+            .header("Idempotency-Key", order)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::internal(format!("bot: {e}")))?;
+        resp.json().await.map_err(|e| Error::internal(format!("bot: {e}")))
+    }
+
+    /// The `n`-th order of realistic traffic: mostly small payouts to known
+    /// addresses, every fifth one large (held for two traders), every seventh to an
+    /// address never paid before.
+    #[must_use]
+    pub fn order(n: u64) -> (&'static str, String, String) {
+        let (asset, known) = KNOWN[usize::try_from(n % 3).unwrap_or(0)];
+        let to = if n % 7 == 3 {
+            format!("0x{:0>40}", HEXLOWER.encode(&Sha256::digest(n.to_be_bytes())[..20]))
+        } else {
+            known.to_owned()
+        };
+        let amount = match (asset, n % 5 == 4) {
+            ("USDC", true) => format!("{}", 15_000 + (n * 7919) % 40_000),
+            ("USDC", false) => format!("{}", 50 + (n * 7919) % 1_500),
+            (_, true) => format!("{}.{}", 4 + n % 9, n % 10),
+            (_, false) => format!("0.{:02}", 5 + (n * 37) % 60),
+        };
+        (asset, amount, to)
+    }
+
+    /// Send `order(n)` for n = 0, 1, … every `pause`, forever; each answer is passed
+    /// to `seen`.
+    pub async fn run(self, pause: Duration, mut seen: impl FnMut(u64, &Value) + Send) {
+        let run_id = HEXLOWER.encode(&crate::keys::random_bytes::<4>().unwrap_or_default());
+        for n in 0.. {
+            let (asset, amount, to) = Bot::order(n);
+            match self.withdraw(asset, &amount, &to, &format!("demo-{run_id}-{n}")).await {
+                Ok(answer) => seen(n, &answer),
+                Err(e) => tracing::warn!(error = %e, "demo bot"),
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}

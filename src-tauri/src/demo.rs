@@ -1,0 +1,145 @@
+//! Demo mode (`--demo`, cargo feature `demo`): an embedded gateway, a trading bot
+//! sending realistic withdrawals, and two approvers on SOFTWARE keys — you (alice,
+//! in this window) and a colleague (carol) who approves a few seconds after you.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign_client::{Client, Profile, Update};
+use countersign_core::Decision;
+use countersign_core::operation::Role;
+use countersign_gateway::demo::{Bot, Embedded};
+use countersign_keys::{Ceremony, KeyInfo, Pin, PinRequest, Prompt};
+use countersign_softkey::SoftKey;
+
+/// The demo keys' PIN, shown in the window's banner.
+pub const PIN: &str = "4821";
+
+/// What the window needs from the demo.
+pub struct Setup {
+    pub profile: Profile,
+    pub key: SoftKey,
+    pub pin: String,
+}
+
+/// The colleague at her software key: types the PIN, touches at once.
+#[derive(Debug)]
+struct Colleague;
+
+impl Prompt for Colleague {
+    fn choose_key(&self, _keys: &[KeyInfo]) -> Option<usize> {
+        Some(0)
+    }
+    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
+        Some(Pin::new(PIN.to_owned()))
+    }
+    fn confirm_last_retry(&self) -> bool {
+        false
+    }
+    fn touch(&self) {}
+    fn processing(&self) {}
+}
+
+fn ceremony() -> Ceremony {
+    Ceremony::new(Arc::new(Colleague))
+}
+
+fn fail(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    e.to_string().into()
+}
+
+async fn enroll(
+    gw: &Embedded,
+    client: &Client,
+    id: &str,
+    key: &SoftKey,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let now = countersign_gateway::clock::Clock::now(gw.state.clock.as_ref());
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &id.parse().map_err(fail)?,
+        id,
+        &BTreeSet::from([Role::Approver]),
+        &BTreeSet::from(["traders".parse().map_err(fail)?]),
+        None,
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    client.enroll(&code, &format!("{id}'s software key"), key.clone(), &ceremony()).await.map_err(fail)?;
+    Ok(())
+}
+
+/// Start everything; the gateway, bot and colleague run until the app closes.
+pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
+    let dir = std::env::var_os("COUNTERSIGN_DEMO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("countersign-demo-{}", std::process::id())));
+    std::fs::create_dir_all(&dir)?;
+    let gw = countersign_gateway::demo::start(&dir).await.map_err(fail)?;
+    let client = Client::new(&gw.base, None).map_err(fail)?;
+    let alice = SoftKey::create(&dir.join("alice-softkey.json"), "alice's software key").map_err(fail)?;
+    alice.set_pin(PIN).map_err(fail)?;
+    alice.set_presence(countersign_softkey::Presence::After(Duration::from_millis(900)));
+    let carol = SoftKey::create(&dir.join("carol-softkey.json"), "carol's software key").map_err(fail)?;
+    carol.set_pin(PIN).map_err(fail)?;
+    enroll(&gw, &client, "alice", &alice).await?;
+    enroll(&gw, &client, "carol", &carol).await?;
+    let bot = Bot::create(&gw, "key_bot1").await.map_err(fail)?;
+
+    eprintln!(
+        "\nCountersign demo — SOFTWARE KEYS, demo only.\n\
+         gateway  {} (SQLite in {})\n\
+         bot      key_bot1 sends a withdrawal every 4 s: small ones are released, large ones wait for two traders\n\
+         you      alice, in the window: log in and approve with PIN {PIN}\n\
+         carol    your colleague approves 3 s after you\n\
+         stop     close the window (or Ctrl-C here)\n",
+        gw.base,
+        dir.display()
+    );
+    tauri::async_runtime::spawn(bot.run(Duration::from_secs(4), |n, answer| {
+        tracing::info!(n, state = %answer["state"], "demo bot");
+    }));
+    let colleague = client.clone();
+    tauri::async_runtime::spawn(async move {
+        if let Err(e) = colleague_approves(colleague, carol).await {
+            tracing::warn!(error = %e, "demo colleague stopped");
+        }
+    });
+    Ok(Setup {
+        profile: Profile { gateway: gw.base.clone(), pin: None, approver: "alice".into() },
+        key: alice,
+        pin: PIN.into(),
+    })
+}
+
+/// Carol approves whatever is still pending a few seconds after someone decided on it.
+async fn colleague_approves(client: Client, key: SoftKey) -> Result<(), Box<dyn std::error::Error>> {
+    let session = client.login("carol", key.clone(), &ceremony()).await.map_err(fail)?;
+    let mut events = client.events(&session, None);
+    while let Some(update) = events.recv().await {
+        let Update::Event(e) = update else { continue };
+        if e.event != "decision.counted" {
+            continue;
+        }
+        let Some(op) = e.data["operation"].as_str().map(str::to_owned) else { continue };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let still_pending =
+            client.pending(&session).await.map_err(fail)?.iter().any(|o| o.operation.id.to_string() == op);
+        if !still_pending {
+            continue;
+        }
+        match client.challenge(&session, &op, Decision::Approve).await {
+            Ok(challenge) => {
+                if let Err(e) =
+                    client.sign_decision(&session, challenge, None, key.clone(), &ceremony()).await
+                {
+                    tracing::info!(error = %e, %op, "carol could not approve");
+                }
+            }
+            Err(e) => tracing::info!(error = %e, %op, "carol skipped"),
+        }
+    }
+    Ok(())
+}

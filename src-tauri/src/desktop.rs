@@ -1,0 +1,243 @@
+//! The app's state and what each command does. Secrets stay here: the session token
+//! never leaves Rust, a PIN passes through once on its way to the key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use countersign_client::{Client, DecisionChallenge, Profile, Session, Update, VerifiedOperation};
+use countersign_core::Decision;
+use countersign_keys::{Cancel, Ceremony};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tauri::{AppHandle, Emitter};
+use tokio::sync::Mutex;
+use webauthn_authenticator_rs::usb::USBToken;
+
+use crate::prompt::{Answers, WindowPrompt};
+
+/// The one error shape the window sees: a stable code and a human message.
+#[derive(Debug, Serialize)]
+pub struct AppError {
+    code: String,
+    message: String,
+}
+
+impl From<countersign_client::Error> for AppError {
+    fn from(e: countersign_client::Error) -> AppError {
+        AppError { code: e.code().to_owned(), message: e.to_string() }
+    }
+}
+
+impl From<countersign_keys::Error> for AppError {
+    fn from(e: countersign_keys::Error) -> AppError {
+        AppError { code: e.code().to_owned(), message: e.to_string() }
+    }
+}
+
+fn app_error(code: &str, message: impl Into<String>) -> AppError {
+    AppError { code: code.to_owned(), message: message.into() }
+}
+
+/// What the window shows in its header and banner.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    gateway: String,
+    approver: Option<String>,
+    logged_in: bool,
+    software_key: bool,
+    demo_pin: Option<String>,
+}
+
+/// The key this app signs with.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A USB security key, found when a ceremony starts.
+    Usb,
+    /// **The software key** (demo mode only).
+    #[cfg(feature = "demo")]
+    Soft(countersign_softkey::SoftKey),
+}
+
+#[cfg(feature = "demo")]
+type AnyKey = countersign_softkey::KeyOrSoft<USBToken>;
+#[cfg(not(feature = "demo"))]
+type AnyKey = USBToken;
+
+/// Countersign Desktop.
+pub struct Desktop {
+    app: AppHandle,
+    profile: Option<Profile>,
+    client: Option<Client>,
+    key: KeySource,
+    demo_pin: Option<String>,
+    prompt: Arc<WindowPrompt>,
+    answers: Answers,
+    session: Mutex<Option<Session>>,
+    prepared: Mutex<HashMap<String, DecisionChallenge>>,
+    cancel: std::sync::Mutex<Option<Cancel>>,
+}
+
+impl Desktop {
+    /// The app for `profile` (none: not enrolled yet).
+    ///
+    /// # Errors
+    /// The profile names an insecure gateway address.
+    pub fn new(
+        app: AppHandle,
+        profile: Option<Profile>,
+        key: KeySource,
+        demo_pin: Option<String>,
+    ) -> Result<Desktop, AppError> {
+        let client = profile.as_ref().map(|p| Client::new(&p.gateway, p.pin.as_deref())).transpose()?;
+        let (prompt, answers) = crate::prompt::pair(app.clone());
+        Ok(Desktop {
+            app,
+            profile,
+            client,
+            key,
+            demo_pin,
+            prompt: Arc::new(prompt),
+            answers,
+            session: Mutex::new(None),
+            prepared: Mutex::new(HashMap::new()),
+            cancel: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn client(&self) -> Result<(&Profile, &Client), AppError> {
+        match (&self.profile, &self.client) {
+            (Some(p), Some(c)) => Ok((p, c)),
+            _ => Err(app_error(
+                "desktop.not_enrolled",
+                "no gateway yet: enroll your key with `countersign enroll '<link>'` and restart",
+            )),
+        }
+    }
+
+    async fn session(&self) -> Result<Session, AppError> {
+        self.session
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| app_error("session.missing", "log in with your key first"))
+    }
+
+    /// A ceremony whose cancel handle the `cancel_ceremony` command can reach.
+    fn ceremony(&self) -> Ceremony {
+        let ceremony = Ceremony::new(self.prompt.clone());
+        if let Ok(mut c) = self.cancel.lock() {
+            *c = Some(ceremony.cancel_handle());
+        }
+        ceremony
+    }
+
+    async fn key(&self) -> Result<AnyKey, AppError> {
+        match &self.key {
+            #[cfg(feature = "demo")]
+            KeySource::Soft(k) => Ok(countersign_softkey::KeyOrSoft::Software(k.clone())),
+            KeySource::Usb => {
+                let (token, _) = countersign_keys::usb::choose(self.prompt.as_ref()).await?;
+                #[cfg(feature = "demo")]
+                return Ok(countersign_softkey::KeyOrSoft::Hardware(token));
+                #[cfg(not(feature = "demo"))]
+                Ok(token)
+            }
+        }
+    }
+
+    pub async fn status(&self) -> Status {
+        Status {
+            gateway: self.profile.as_ref().map(|p| p.gateway.clone()).unwrap_or_default(),
+            approver: self.profile.as_ref().map(|p| p.approver.clone()),
+            logged_in: self.session.lock().await.is_some(),
+            software_key: !matches!(self.key, KeySource::Usb),
+            demo_pin: self.demo_pin.clone(),
+        }
+    }
+
+    pub async fn login(&self) -> Result<Status, AppError> {
+        let (profile, client) = self.client()?;
+        let session = client.login(&profile.approver, self.key().await?, &self.ceremony()).await?;
+        *self.session.lock().await = Some(session.clone());
+        self.follow_events(client.clone(), session);
+        Ok(self.status().await)
+    }
+
+    /// Push the gateway's live events to the window.
+    fn follow_events(&self, client: Client, session: Session) {
+        let app = self.app.clone();
+        tauri::async_runtime::spawn(async move {
+            let mut updates = client.events(&session, None);
+            while let Some(update) = updates.recv().await {
+                let sent = match update {
+                    Update::Event(e) => {
+                        app.emit("gateway-event", json!({"id": e.id, "event": e.event, "data": e.data}))
+                    }
+                    Update::Reconnecting { error, retry_in } => app.emit(
+                        "gateway-status",
+                        json!({"connected": false, "error": error, "retryInMs": retry_in.as_millis()}),
+                    ),
+                    Update::Refused(e) => {
+                        let _ =
+                            app.emit("gateway-status", json!({"connected": false, "error": e.to_string()}));
+                        break;
+                    }
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    pub async fn pending(&self) -> Result<Vec<VerifiedOperation>, AppError> {
+        let (_, client) = self.client()?;
+        Ok(client.pending(&self.session().await?).await?)
+    }
+
+    pub async fn prepare(&self, id: &str, decision: Decision) -> Result<VerifiedOperation, AppError> {
+        let (_, client) = self.client()?;
+        let challenge = client.challenge(&self.session().await?, id, decision).await?;
+        let operation = challenge.operation.clone();
+        self.prepared.lock().await.insert(id.to_owned(), challenge);
+        Ok(operation)
+    }
+
+    pub async fn sign(&self, id: &str, reason: Option<String>) -> Result<Value, AppError> {
+        let (_, client) = self.client()?;
+        let challenge = self
+            .prepared
+            .lock()
+            .await
+            .remove(id)
+            .ok_or_else(|| app_error("ceremony.unknown", "ask for a challenge first"))?;
+        let session = self.session().await?;
+        let key = self.key().await?;
+        Ok(client.sign_decision(&session, challenge, reason.as_deref(), key, &self.ceremony()).await?)
+    }
+
+    pub fn answer_pin(&self, pin: Option<String>) {
+        self.answers.pin(pin);
+    }
+
+    pub fn answer_last_retry(&self, confirm: bool) {
+        self.answers.confirm(confirm);
+    }
+
+    pub fn cancel(&self) {
+        self.answers.pin(None);
+        self.answers.confirm(false);
+        if let Ok(c) = self.cancel.lock()
+            && let Some(c) = c.as_ref()
+        {
+            c.cancel();
+        }
+    }
+
+    pub async fn freeze(&self, reason: &str) -> Result<bool, AppError> {
+        let (_, client) = self.client()?;
+        let session = self.session().await?;
+        Ok(client.freeze(&session, reason, self.key().await?, &self.ceremony()).await?)
+    }
+}

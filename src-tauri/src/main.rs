@@ -1,0 +1,112 @@
+//! Countersign Desktop: a thin Tauri shell. Each command is one line onto
+//! [`desktop::Desktop`], which uses `countersign-client` and `countersign-keys`.
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+#![allow(clippy::print_stderr)]
+
+#[cfg(feature = "demo")]
+mod demo;
+mod desktop;
+mod prompt;
+
+use countersign_client::VerifiedOperation;
+use countersign_core::Decision;
+use desktop::{AppError, Desktop, KeySource, Status};
+use serde_json::Value;
+use tauri::{Manager, State};
+
+#[tauri::command]
+async fn status(d: State<'_, Desktop>) -> Result<Status, AppError> {
+    Ok(d.status().await)
+}
+
+#[tauri::command]
+async fn login(d: State<'_, Desktop>) -> Result<Status, AppError> {
+    d.login().await
+}
+
+#[tauri::command]
+async fn pending(d: State<'_, Desktop>) -> Result<Vec<VerifiedOperation>, AppError> {
+    d.pending().await
+}
+
+#[tauri::command]
+async fn prepare_decision(
+    d: State<'_, Desktop>,
+    id: String,
+    decision: Decision,
+) -> Result<VerifiedOperation, AppError> {
+    d.prepare(&id, decision).await
+}
+
+#[tauri::command]
+async fn sign_decision(d: State<'_, Desktop>, id: String, reason: Option<String>) -> Result<Value, AppError> {
+    d.sign(&id, reason).await
+}
+
+#[tauri::command]
+fn answer_pin(d: State<'_, Desktop>, pin: Option<String>) {
+    d.answer_pin(pin);
+}
+
+#[tauri::command]
+fn answer_last_retry(d: State<'_, Desktop>, confirm: bool) {
+    d.answer_last_retry(confirm);
+}
+
+#[tauri::command]
+fn cancel_ceremony(d: State<'_, Desktop>) {
+    d.cancel();
+}
+
+#[tauri::command]
+async fn freeze(d: State<'_, Desktop>, reason: String) -> Result<bool, AppError> {
+    d.freeze(&reason).await
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let demo = std::env::args().any(|a| a == "--demo");
+    let result = tauri::Builder::default()
+        .setup(move |app| {
+            let handle = app.handle().clone();
+            let desktop = if demo {
+                #[cfg(feature = "demo")]
+                {
+                    let setup = tauri::async_runtime::block_on(demo::start())?;
+                    Desktop::new(handle, Some(setup.profile), KeySource::Soft(setup.key), Some(setup.pin))
+                }
+                #[cfg(not(feature = "demo"))]
+                {
+                    return Err("this build has no demo mode (cargo feature `demo`)".into());
+                }
+            } else {
+                let dir = countersign_client::profile::dir(None);
+                let profile = countersign_client::Profile::load(&dir).ok();
+                Desktop::new(handle, profile, KeySource::Usb, None)
+            };
+            let desktop = desktop.map_err(|e| format!("{e:?}"))?;
+            app.manage(desktop);
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            status,
+            login,
+            pending,
+            prepare_decision,
+            sign_decision,
+            answer_pin,
+            answer_last_retry,
+            cancel_ceremony,
+            freeze
+        ])
+        .run(tauri::generate_context!());
+    if let Err(e) = result {
+        eprintln!("countersign-desktop: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,116 @@
+import { App } from "./app";
+import { FakeBackend, sampleOperation } from "./fake-backend";
+
+async function until<T>(probe: () => T | null | undefined | false, what: string): Promise<T> {
+  for (let i = 0; i < 200; i++) {
+    const v = probe();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const q = (sel: string) => document.querySelector<HTMLElement>(`[data-testid="${sel}"]`);
+const all = (sel: string) => document.querySelectorAll<HTMLElement>(`[data-testid="${sel}"]`);
+
+async function typePin(pin: string) {
+  const input = await until(() => q("pin") as HTMLInputElement | null, "PIN field");
+  input.value = pin;
+  q("pin-ok")!.click();
+}
+
+async function loggedIn(backend: FakeBackend) {
+  document.body.innerHTML = '<div id="app"></div>';
+  const app = new App(document.getElementById("app")!, backend, () => Date.parse("2026-11-28T12:20:00Z"));
+  await app.start();
+  q("login")!.click();
+  await typePin("4821");
+  await until(() => all("row").length > 0 || q("inbox"), "inbox");
+  return app;
+}
+
+describe("Countersign Desktop UI", () => {
+  test("a software key is announced permanently and login asks for the PIN", async () => {
+    const backend = new FakeBackend();
+    await loggedIn(backend);
+    expect(q("software-banner")!.textContent).toContain("SOFTWARE KEY IN USE");
+    expect(all("row")).toHaveLength(2);
+    expect(all("row")[0].textContent).toContain("ETH");
+    expect(all("row")[0].textContent).toContain("40 min left");
+  });
+
+  test("approve: every field and the fingerprint, a wrong PIN asked again, touch, done", async () => {
+    const backend = new FakeBackend();
+    await loggedIn(backend);
+    all("row")[0].click();
+    const detail = await until(() => q("detail"), "detail");
+    const id = all("row")[0].dataset.id!;
+    expect(q("fingerprint")!.textContent).toMatch(/^FAKE-/);
+    expect(detail.textContent).toContain("action.details.destination.address");
+    expect(detail.textContent).toContain("First withdrawal from this account to this address.");
+    q("approve")!.click();
+    await typePin("0000");
+    await until(() => q("pin-wrong"), "wrong PIN message");
+    expect(q("dialog")!.textContent).toContain("7 retries left");
+    await typePin("4821");
+    await until(() => !q("dialog"), "dialog closed");
+    expect(backend.decided).toEqual([{ id, decision: "approve", reason: null }]);
+    expect(document.getElementById("toast")!.textContent).toContain("Approved");
+  });
+
+  test("reject needs a reason, then signs it", async () => {
+    const backend = new FakeBackend();
+    await loggedIn(backend);
+    all("row")[1].click();
+    await until(() => q("detail"), "detail");
+    q("reject")!.click();
+    expect(document.getElementById("toast")!.textContent).toContain("reason");
+    expect(q("dialog")).toBeNull();
+    (q("reason") as HTMLInputElement).value = "unknown destination";
+    q("reject")!.click();
+    await typePin("4821");
+    await until(() => backend.decided.length === 1, "decision");
+    expect(backend.decided[0].decision).toBe("reject");
+    expect(backend.decided[0].reason).toBe("unknown destination");
+  });
+
+  test("a pending touch shows a countdown and can be cancelled, with a specific error", async () => {
+    const backend = new FakeBackend({ neverTouched: true });
+    document.body.innerHTML = '<div id="app"></div>';
+    await new App(document.getElementById("app")!, backend).start();
+    q("login")!.click();
+    await typePin("4821");
+    await until(() => q("touch"), "touch prompt");
+    expect(q("touch-countdown")!.textContent).toBe("30 s");
+    q("cancel")!.click();
+    const err = await until(() => q("dialog-error"), "error");
+    expect(err.textContent).toBe("cancelled [key.cancelled]");
+  });
+
+  test("10,000 pending operations: only the rows in view are in the page", async () => {
+    const ops = Array.from({ length: 10_000 }, (_, i) => sampleOperation(i + 1));
+    await loggedIn(new FakeBackend({ operations: ops }));
+    expect(document.querySelector("h2")!.textContent).toContain("10000");
+    expect(all("row").length).toBeLessThan(60);
+  });
+
+  test("operation fields are text, never markup", async () => {
+    const evil = sampleOperation(1);
+    (evil.operation.action.details as { destination: { address: string } }).destination.address = '<img src=x onerror="window.pwned=1">';
+    await loggedIn(new FakeBackend({ operations: [evil] }));
+    all("row")[0].click();
+    await until(() => q("detail"), "detail");
+    expect(document.querySelector("img")).toBeNull();
+    expect(q("detail")!.textContent).toContain("<img src=x");
+  });
+
+  test("a pushed event refreshes the inbox", async () => {
+    const backend = new FakeBackend({ operations: [sampleOperation(1)] });
+    await loggedIn(backend);
+    expect(all("row")).toHaveLength(1);
+    backend.ops.push(sampleOperation(2));
+    backend.push({ id: "42", event: "operation.pending", data: { operation: "op_fake000002" } });
+    await until(() => all("row").length === 2, "second row");
+    expect(q("live")!.textContent).toContain("event 42");
+  });
+});

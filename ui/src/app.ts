@@ -1,0 +1,374 @@
+import type { Backend } from "./backend";
+import { amountLine, badge, destination, explainSignal, flatten, quorumLine, timeLeft } from "./format";
+import type { AppError, Decision, KeyPrompt, Operation, Status } from "./types";
+
+/** Build an element. Text is always set as text, never parsed as HTML: operation
+ * fields come from outside and must not be able to inject markup. */
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  ...children: (Node | string | null | undefined | false)[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+const ROW_HEIGHT = 76;
+const TOUCH_SECONDS = 30;
+
+function errorText(e: unknown): string {
+  const err = e as Partial<AppError>;
+  if (err && typeof err.message === "string") return err.code ? `${err.message} [${err.code}]` : err.message;
+  return String(e);
+}
+
+/** Countersign Desktop: inbox, operation detail, signing flow. */
+export class App {
+  private status: Status | null = null;
+  private ops: Operation[] = [];
+  private selected: string | null = null;
+  private busy = false;
+  private dialog: HTMLElement | null = null;
+  private touchTimer: ReturnType<typeof setInterval> | null = null;
+  private live = "";
+  /** Re-rendered on every change; dialogs live in `overlay`, which is not. */
+  private root: HTMLElement;
+  private overlay: HTMLElement;
+
+  constructor(
+    host: HTMLElement,
+    private backend: Backend,
+    private now: () => number = () => Date.now(),
+  ) {
+    this.root = h("div", { id: "content" });
+    this.overlay = h("div", { id: "overlay" });
+    host.replaceChildren(this.root, this.overlay);
+    backend.onKeyPrompt((p) => this.onKeyPrompt(p));
+    backend.onGatewayEvent((e) => {
+      this.live = `live · event ${e.id}`;
+      if (e.event.startsWith("operation.") || e.event.startsWith("decision.")) void this.refresh();
+      else this.renderHeader();
+    });
+  }
+
+  async start(): Promise<void> {
+    this.status = await this.backend.status();
+    if (this.status.loggedIn) {
+      this.live = "live";
+      await this.refresh();
+    }
+    this.render();
+  }
+
+  async refresh(): Promise<void> {
+    if (!this.status?.loggedIn) return;
+    try {
+      this.ops = await this.backend.pending();
+      this.ops.sort((a, b) => b.operation.created_at.localeCompare(a.operation.created_at));
+    } catch (e) {
+      this.toast(`Could not load operations: ${errorText(e)}`, true);
+    }
+    this.render();
+  }
+
+  // ---------------------------------------------------------------- rendering
+
+  private render(): void {
+    const s = this.status;
+    const parts: (Node | null)[] = [
+      s?.softwareKey
+        ? h(
+            "div",
+            { class: "banner", role: "alert", "data-testid": "software-banner" },
+            "SOFTWARE KEY IN USE — for tests and the demo only. Real approvals need a hardware security key.",
+            s.demoPin ? h("span", { class: "demo-pin" }, ` Demo PIN: ${s.demoPin}`) : null,
+          )
+        : null,
+      h("header", { id: "header" }),
+      s?.loggedIn ? this.renderMain() : this.renderLogin(),
+      h("div", { id: "toast", role: "status" }),
+    ];
+    this.root.replaceChildren(...parts.filter((p): p is Node => p !== null));
+    this.renderHeader();
+  }
+
+  private renderHeader(): void {
+    const header = this.root.querySelector("#header");
+    if (!header || !this.status) return;
+    const freeze = h("button", { class: "danger", "data-testid": "freeze" }, "Freeze all API keys");
+    freeze.onclick = () => void this.freeze();
+    header.replaceChildren(
+      h("h1", {}, "Countersign"),
+      h("span", { class: "muted" }, `${this.status.approver ?? "not enrolled"} @ ${this.status.gateway}`),
+      h("span", { class: "live", "data-testid": "live" }, this.live),
+    );
+    if (this.status.loggedIn) header.append(freeze);
+  }
+
+  private renderLogin(): HTMLElement {
+    const button = h("button", { class: "primary", "data-testid": "login" }, "Log in with your security key");
+    button.onclick = () => void this.login();
+    return h(
+      "main",
+      { class: "login" },
+      h("h2", {}, "Log in"),
+      h("p", {}, "Insert your security key. You will be asked for its PIN and to touch it."),
+      button,
+    );
+  }
+
+  private renderMain(): HTMLElement {
+    return h("main", { class: "split" }, this.renderInbox(), this.renderDetail());
+  }
+
+  private renderInbox(): HTMLElement {
+    const list = h("section", { class: "inbox", "data-testid": "inbox", "aria-label": "Pending operations" });
+    const title = h("h2", {}, `Waiting for approval (${this.ops.length})`);
+    if (this.ops.length === 0) {
+      list.append(title, h("p", { class: "muted" }, "Nothing is waiting. New requests appear here as they arrive."));
+      return list;
+    }
+    // A windowed list: only the rows in view are in the DOM, so 10,000 stay smooth.
+    const viewport = h("div", { class: "viewport" });
+    const spacer = h("div", { class: "spacer" });
+    spacer.style.height = `${this.ops.length * ROW_HEIGHT}px`;
+    viewport.append(spacer);
+    const draw = () => {
+      const first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - 5);
+      const visible = Math.ceil((viewport.clientHeight || 800) / ROW_HEIGHT) + 10;
+      const rows = this.ops.slice(first, first + visible).map((op, i) => this.renderRow(op, first + i));
+      spacer.replaceChildren(...rows);
+    };
+    viewport.onscroll = draw;
+    draw();
+    list.append(title, viewport);
+    return list;
+  }
+
+  private renderRow(op: Operation, index: number): HTMLElement {
+    const { amount, reference } = amountLine(op);
+    const id = op.operation.id;
+    const row = h(
+      "button",
+      {
+        class: `row${id === this.selected ? " selected" : ""}`,
+        "data-testid": "row",
+        "data-id": id,
+      },
+      h("div", { class: "amount" }, amount, h("span", { class: "muted" }, ` ${reference}`)),
+      h("div", { class: "dest" }, destination(op)),
+      h(
+        "div",
+        { class: "meta" },
+        ...(op.risk?.signals ?? []).map((s) => h("span", { class: "badge" }, badge(s))),
+        h("span", { class: "muted" }, ` ${timeLeft(op.operation.expires_at, this.now())} · needs ${quorumLine(op)}`),
+      ),
+    );
+    row.style.top = `${index * ROW_HEIGHT}px`;
+    row.onclick = () => {
+      this.selected = id;
+      this.render();
+    };
+    return row;
+  }
+
+  private renderDetail(): HTMLElement {
+    const op = this.ops.find((o) => o.operation.id === this.selected);
+    if (!op) return h("section", { class: "detail muted" }, "Select an operation to see every detail.");
+    const { amount, reference } = amountLine(op);
+    const initiator = op.operation.initiator;
+    const approve = h("button", { class: "primary", "data-testid": "approve" }, "Approve with key");
+    approve.onclick = () => void this.decide(op, "approve", null);
+    const reason = h("input", { type: "text", placeholder: "Reason (required to reject)", "data-testid": "reason" });
+    const reject = h("button", { class: "danger", "data-testid": "reject" }, "Reject with key");
+    reject.onclick = () => {
+      if (!reason.value.trim()) {
+        this.toast("Give a reason to reject.", true);
+        return;
+      }
+      void this.decide(op, "reject", reason.value.trim());
+    };
+    return h(
+      "section",
+      { class: "detail", "data-testid": "detail" },
+      h("h2", {}, amount, h("span", { class: "muted" }, ` ${reference}`)),
+      h("p", { class: "dest" }, `to ${destination(op)}`),
+      h("p", { class: "label" }, "Fingerprint — compare it with the requester on a second channel"),
+      h("p", { class: "fingerprint", "data-testid": "fingerprint" }, op.fingerprint),
+      h("h3", {}, "Risk"),
+      h(
+        "ul",
+        { class: "risk" },
+        ...(op.risk?.signals?.length ? op.risk.signals.map((s) => h("li", {}, explainSignal(s))) : [h("li", {}, "No risk signals.")]),
+      ),
+      h(
+        "p",
+        {},
+        `Requested by API key ${initiator.key_id ?? "?"} (owner ${initiator.owner ?? "?"}) from ${initiator.source_ip ?? "?"}. `,
+        `Needs ${quorumLine(op)}; ${timeLeft(op.operation.expires_at, this.now())}.`,
+      ),
+      h("h3", {}, "Every field (from the canonical operation, checked in this app)"),
+      h(
+        "table",
+        { class: "fields" },
+        ...flatten(op.operation).map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))),
+        h("tr", {}, h("th", {}, "digest"), h("td", {}, op.digest)),
+      ),
+      h("div", { class: "actions" }, approve, reason, reject),
+    );
+  }
+
+  private toast(message: string, error = false): void {
+    const t = this.root.querySelector("#toast");
+    if (!t) return;
+    t.className = error ? "error" : "ok";
+    t.textContent = message;
+  }
+
+  // ---------------------------------------------------------------- flows
+
+  private async login(): Promise<void> {
+    await this.withCeremony("Log in", async () => {
+      this.status = await this.backend.login();
+      this.live = "live";
+      await this.refresh();
+      return "Logged in.";
+    });
+  }
+
+  private async decide(op: Operation, decision: Decision, reason: string | null): Promise<void> {
+    await this.withCeremony(decision === "approve" ? "Approve" : "Reject", async () => {
+      // The operation is fetched again with the challenge and verified in Rust;
+      // the dialog shows that copy, which is the one the key signs.
+      const prepared = await this.backend.prepare(op.operation.id, decision);
+      this.setDialogBody(
+        h("p", {}, `${decision === "approve" ? "Approving" : "Rejecting"} ${amountLine(prepared).amount} to ${destination(prepared)}`),
+        h("p", { class: "fingerprint small" }, prepared.fingerprint),
+        h("p", { class: "muted" }, "Waiting for your key…"),
+      );
+      const outcome = await this.backend.sign(op.operation.id, reason);
+      await this.refresh();
+      return `${decision === "approve" ? "Approved" : "Rejected"}: the operation is now ${outcome.state}.`;
+    });
+  }
+
+  private async freeze(): Promise<void> {
+    await this.withCeremony("Freeze every API key", async () => {
+      const changed = await this.backend.freeze("frozen from Countersign Desktop");
+      return changed ? "Every API key is frozen. Unfreezing needs the admin quorum." : "Already frozen.";
+    });
+  }
+
+  private async withCeremony(title: string, run: () => Promise<string>): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    this.openDialog(title);
+    try {
+      const done = await run();
+      this.closeDialog();
+      this.toast(done);
+    } catch (e) {
+      this.setDialogBody(h("p", { class: "error", "data-testid": "dialog-error" }, errorText(e)), this.closeButton());
+    } finally {
+      this.busy = false;
+      this.stopTouchTimer();
+    }
+  }
+
+  private openDialog(title: string): void {
+    this.dialog = h("div", { class: "dialog", role: "dialog", "aria-modal": "true", "data-testid": "dialog" });
+    this.dialog.append(h("h2", {}, title), h("div", { class: "body" }, h("p", { class: "muted" }, "Starting…")));
+    this.overlay.replaceChildren(h("div", { class: "backdrop" }, this.dialog));
+  }
+
+  private closeDialog(): void {
+    this.dialog?.parentElement?.remove();
+    this.dialog = null;
+  }
+
+  private closeButton(): HTMLElement {
+    const b = h("button", { "data-testid": "dialog-close" }, "Close");
+    b.onclick = () => this.closeDialog();
+    return b;
+  }
+
+  private setDialogBody(...children: Node[]): void {
+    this.dialog?.querySelector(".body")?.replaceChildren(...children);
+  }
+
+  private cancelButton(): HTMLElement {
+    const b = h("button", { "data-testid": "cancel" }, "Cancel");
+    b.onclick = () => void this.backend.cancel();
+    return b;
+  }
+
+  private stopTouchTimer(): void {
+    if (this.touchTimer) clearInterval(this.touchTimer);
+    this.touchTimer = null;
+  }
+
+  private onKeyPrompt(p: KeyPrompt): void {
+    if (!this.dialog) return;
+    this.stopTouchTimer();
+    switch (p.kind) {
+      case "pin": {
+        const input = h("input", { type: "password", autocomplete: "off", "data-testid": "pin", "aria-label": "Security key PIN" });
+        const ok = h("button", { class: "primary", "data-testid": "pin-ok" }, "OK");
+        const submit = () => {
+          const pin = input.value;
+          input.value = "";
+          void this.backend.answerPin(pin);
+          this.setDialogBody(h("p", { class: "muted" }, "Checking the PIN…"));
+        };
+        ok.onclick = submit;
+        input.onkeydown = (e) => {
+          if (e.key === "Enter") submit();
+        };
+        const cancel = h("button", { "data-testid": "pin-cancel" }, "Cancel");
+        cancel.onclick = () => void this.backend.answerPin(null);
+        const retries = p.retriesLeft === null ? "" : ` (${p.retriesLeft} retries left)`;
+        this.setDialogBody(
+          p.previousWrong ? h("p", { class: "error", "data-testid": "pin-wrong" }, "Wrong PIN.") : document.createTextNode(""),
+          h("label", {}, `Security key PIN${retries}`),
+          input,
+          p.retriesLeft !== null && p.retriesLeft <= 3
+            ? h("p", { class: "warning" }, `Only ${p.retriesLeft} tries left before the key blocks.`)
+            : document.createTextNode(""),
+          h("div", { class: "actions" }, ok, cancel),
+        );
+        input.focus();
+        break;
+      }
+      case "last-retry": {
+        const yes = h("button", { class: "danger", "data-testid": "spend-last" }, "Use my last try");
+        const no = h("button", {}, "Stop");
+        yes.onclick = () => void this.backend.answerLastRetry(true);
+        no.onclick = () => void this.backend.answerLastRetry(false);
+        this.setDialogBody(
+          h("p", { class: "warning" }, "Only ONE PIN try is left. A wrong PIN now blocks this key for good."),
+          h("div", { class: "actions" }, yes, no),
+        );
+        break;
+      }
+      case "touch": {
+        let left = TOUCH_SECONDS;
+        const count = h("span", { "data-testid": "touch-countdown" }, `${left} s`);
+        this.setDialogBody(
+          h("div", { class: "touch", "data-testid": "touch" }, h("div", { class: "pulse" }), h("p", {}, "Touch your security key now")),
+          h("p", { class: "muted" }, "Time left: ", count),
+          this.cancelButton(),
+        );
+        this.touchTimer = setInterval(() => {
+          left = Math.max(0, left - 1);
+          count.textContent = `${left} s`;
+        }, 1000);
+        break;
+      }
+      case "processing":
+        this.setDialogBody(h("p", { class: "muted" }, "Signing and sending…"));
+        break;
+    }
+  }
+}

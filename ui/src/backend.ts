@@ -1,0 +1,20 @@
+import type { Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } from "./types";
+
+/** Everything the UI asks of the app. The Tauri implementation calls Rust; the fake
+ * one (tests, `vite` in a browser) keeps state in memory. Secrets never cross it:
+ * the session stays in Rust, and a PIN is handed over once, to the key ceremony. */
+export interface Backend {
+  status(): Promise<Status>;
+  login(): Promise<Status>;
+  pending(): Promise<Operation[]>;
+  /** Ask the gateway for a challenge: the operation as verified in Rust. */
+  prepare(id: string, decision: Decision): Promise<Operation>;
+  /** Sign the prepared decision with the key (PIN and touch prompts arrive as events). */
+  sign(id: string, reason: string | null): Promise<Outcome>;
+  answerPin(pin: string | null): Promise<void>;
+  answerLastRetry(confirm: boolean): Promise<void>;
+  cancel(): Promise<void>;
+  freeze(reason: string): Promise<boolean>;
+  onKeyPrompt(handler: (p: KeyPrompt) => void): void;
+  onGatewayEvent(handler: (e: GatewayEvent) => void): void;
+}

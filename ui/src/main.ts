@@ -1,0 +1,25 @@
+import "./style.css";
+import { App } from "./app";
+import type { Backend } from "./backend";
+import { FakeBackend } from "./fake-backend";
+
+async function backend(): Promise<Backend> {
+  // Inside Countersign Desktop the Tauri bridge exists; in a plain browser (`vite`,
+  // the browser tests) the UI runs against the fake backend.
+  if ("__TAURI_INTERNALS__" in window) return (await import("./tauri-backend")).tauriBackend;
+  const params = new URLSearchParams(location.search);
+  const count = Number(params.get("ops") ?? "2");
+  const { sampleOperation } = await import("./fake-backend");
+  return new FakeBackend({
+    operations: Array.from({ length: count }, (_, i) => sampleOperation(i + 1, String(10 + (i % 50)))),
+    neverTouched: params.has("never-touched"),
+  });
+}
+
+const root = document.getElementById("app");
+if (root) {
+  const b = await backend();
+  const app = new App(root, b);
+  await app.start();
+  (window as unknown as { countersign: unknown }).countersign = { app, backend: b };
+}
