@@ -21,7 +21,7 @@ async function typePin(pin: string) {
 
 async function loggedIn(backend: FakeBackend) {
   document.body.innerHTML = '<div id="app"></div>';
-  const app = new App(document.getElementById("app")!, backend, () => Date.parse("2026-11-28T12:20:00Z"));
+  const app = new App(document.getElementById("app")!, backend);
   await app.start();
   q("login")!.click();
   await typePin("4821");

@@ -1,14 +1,16 @@
 import type { Backend } from "./backend";
 import type { AppError, Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } from "./types";
 
-/** A sample pending withdrawal, shaped exactly like what Rust sends. */
-export function sampleOperation(n: number, amount = "12.5"): Operation {
+/** A sample pending withdrawal, shaped exactly like what Rust sends: created `n`
+ * seconds before `base`, expiring 40½ minutes after it. */
+export function sampleOperation(n: number, amount = "12.5", base = Date.now()): Operation {
   const id = `op_fake${String(n).padStart(6, "0")}`;
+  const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
   return {
     operation: {
       id,
-      created_at: "2026-11-28T12:00:00Z",
-      expires_at: "2026-11-28T13:00:00Z",
+      created_at: iso(base - n * 1000),
+      expires_at: iso(base + 40.5 * 60 * 1000),
       policy_version: 1,
       initiator: { type: "api_key", key_id: "key_bot1", owner: "bob", source_ip: "10.20.0.7" },
       action: {
@@ -30,7 +32,7 @@ export function sampleOperation(n: number, amount = "12.5"): Operation {
       verdict: "require_approval",
       quorum: { groups: [{ group: "traders", min: 2 }], rejections_to_veto: 1 },
       reasons: [{ reason: "amount_tier", tier: "large" }],
-      expires_at: "2026-11-28T13:00:00Z",
+      expires_at: iso(base + 40.5 * 60 * 1000),
     },
     risk: { score: 45, signals: [{ signal: "new_destination" }, { signal: "velocity_budget", used_percent: 80 }] },
   };

@@ -21,52 +21,11 @@ use countersign_gateway::config::Config;
 use countersign_gateway::{AppState, approvers, serve};
 use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
 use countersign_softkey::SoftKey;
-use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
-use ed25519_dalek::{Signer, SigningKey};
+use data_encoding::BASE64URL_NOPAD;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
 
 const ORIGIN: &str = "https://localhost";
-
-struct Bot {
-    http: reqwest::Client,
-    base: String,
-    key: SigningKey,
-}
-
-impl Bot {
-    async fn withdraw(&self, amount: &str, to: &str, n: usize) -> Value {
-        let body = serde_json::to_vec(&json!({
-            "account": "acct_main", "asset": "ETH", "network": "ethereum", "amount": amount,
-            "destination": {"address": to},
-        }))
-        .unwrap();
-        use countersign_gateway::clock::Clock as _;
-        let ts = SystemClock.now().unix(); // the bot's own clock
-        let nonce = format!(
-            "demo-nonce-{n:08}-{}",
-            HEXLOWER.encode(&countersign_gateway::keys::random_bytes::<4>().unwrap())
-        );
-        let hash = HEXLOWER.encode(&Sha256::digest(&body));
-        let idem = format!("order-{n}");
-        let msg = format!("countersign-request-v1\nPOST\n/v1/withdrawals\n\n{ts}\n{nonce}\n{idem}\n{hash}");
-        let sig = BASE64URL_NOPAD.encode(&self.key.sign(msg.as_bytes()).to_bytes());
-        let r = self
-            .http
-            .post(format!("{}/v1/withdrawals", self.base))
-            .header("CS-Key", "key_bot1")
-            .header("CS-Timestamp", ts.to_string())
-            .header("CS-Nonce", nonce)
-            .header("CS-Signature", sig)
-            .header("Idempotency-Key", idem)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
-    }
-}
 
 struct Person {
     name: &'static str,
@@ -120,27 +79,9 @@ async fn main() {
     println!("gateway listening on {base} (SQLite in {})", dir.path().display());
 
     say("1. An API key for a trading bot: Ed25519, withdraw scope, allowed from 127.0.0.0/8, owned by bob");
-    let bot_key = SigningKey::from_bytes(&countersign_gateway::keys::random_bytes::<32>().unwrap());
     let now = state.clock.now();
-    let record = countersign_gateway::store::ApiKeyRecord {
-        id: "key_bot1".parse().unwrap(),
-        owner: "bob".parse().unwrap(),
-        label: "demo market maker".into(),
-        algorithm: countersign_core::operation::SigningAlgorithm::Ed25519,
-        public_key: Some(BASE64URL_NOPAD.encode(bot_key.verifying_key().as_bytes())),
-        hmac_salt: None,
-        scopes: [countersign_core::operation::Scope::Read, countersign_core::operation::Scope::Withdraw]
-            .into(),
-        ip_allowlist: vec!["127.0.0.0/8".into()],
-        max_reference_value: None,
-        created_at: now.minus_seconds(90 * 86_400),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        last_used_ip: None,
-    };
-    state.store.insert_api_key(&record, now).await.unwrap();
-    let bot = Bot { http: http.clone(), base: base.clone(), key: bot_key };
+    let embedded = countersign_gateway::demo::Embedded { state: state.clone(), base: base.clone() };
+    let bot = countersign_gateway::demo::Bot::create(&embedded, "key_bot1").await.unwrap();
 
     say("2. Two approvers enroll their keys with single-use codes, then log in (PIN + touch)");
     let mut people = Vec::new();
@@ -192,11 +133,11 @@ async fn main() {
 
     say("3. The bot withdraws 0.5 ETH ($1,500): below every threshold");
     let dest = "0x8ba1f109551bD432803012645Ac136ddd64DBA72";
-    let r = bot.withdraw("0.5", dest, 1).await;
+    let r = bot.withdraw("ETH", "0.5", dest, "order-1").await.unwrap();
     println!("   -> {} (verdict {})", r["state"], r["verdict"]["verdict"]);
 
     say("4. The bot withdraws 12.5 ETH ($37,500): held for two traders");
-    let r = bot.withdraw("12.5", dest, 2).await;
+    let r = bot.withdraw("ETH", "12.5", dest, "order-2").await.unwrap();
     let op_id = r["operation"]["id"].as_str().unwrap().to_owned();
     println!("   -> {} {op_id}, quorum {}", r["state"], r["verdict"]["quorum"]["groups"]);
     println!(
@@ -244,7 +185,15 @@ async fn main() {
     say("8. A thief with the stolen key tries small withdrawals ($2,400 each) to stay under the threshold");
     let (mut released, mut held) = (0, 0);
     for n in 0..14 {
-        let r = bot.withdraw("0.8", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", 100 + n).await;
+        let r = bot
+            .withdraw(
+                "ETH",
+                "0.8",
+                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+                &format!("order-{}", 100 + n),
+            )
+            .await
+            .unwrap();
         if r["state"] == "released" { released += 1 } else { held += 1 }
     }
     println!("   -> {released} released, {held} held for approval: this key's $25,000/hour budget is spent");
@@ -263,7 +212,7 @@ async fn main() {
         json!({"ceremony": f["ceremony"], "credential": assertion, "reason": "demo"}),
     )
     .await;
-    let r = bot.withdraw("0.1", dest, 999).await;
+    let r = bot.withdraw("ETH", "0.1", dest, "order-999").await.unwrap();
     println!("   bot -> {}", r["error"]["code"]);
 
     say("10. The audit chain verifies (and names the first broken entry if anyone edits it)");
