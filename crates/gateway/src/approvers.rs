@@ -45,15 +45,42 @@ fn err(status: u16, code: &'static str, message: impl Into<String>) -> Error {
     )
 }
 
+/// One specific code per WebAuthn relying-party check that failed (WebAuthn L3
+/// §7.2); `code` for anything else.
 fn webauthn_error(code: &'static str, e: &WebauthnError) -> Error {
-    match e {
-        WebauthnError::CredentialPossibleCompromise => err(
+    let (status, code, message) = match e {
+        WebauthnError::CredentialPossibleCompromise => (
             403,
             "decision.counter_regressed",
             "the key's signature counter went backwards: possible cloned key",
         ),
-        other => err(401, code, format!("the hardware-key response does not verify: {other:?}")),
-    }
+        WebauthnError::InvalidClientDataType => {
+            (401, "assertion.wrong_type", "clientDataJSON.type is not webauthn.get")
+        }
+        WebauthnError::MismatchedChallenge => {
+            (401, "assertion.wrong_challenge", "the signed challenge is not this ceremony's")
+        }
+        WebauthnError::InvalidRPOrigin | WebauthnError::CredentialCrossOrigin => {
+            (401, "assertion.wrong_origin", "the signed origin is not this gateway's")
+        }
+        WebauthnError::InvalidRPIDHash => {
+            (401, "assertion.wrong_rp", "the key signed for another relying party (rpIdHash)")
+        }
+        WebauthnError::UserNotPresent => {
+            (401, "assertion.no_user_presence", "the key did not confirm a touch (UP flag clear)")
+        }
+        WebauthnError::UserNotVerified => {
+            (401, "assertion.no_user_verification", "the key did not verify the user (UV flag clear: no PIN)")
+        }
+        WebauthnError::SignatureInvalid | WebauthnError::AuthenticationFailure => {
+            (401, "assertion.bad_signature", "the signature does not verify with the enrolled key")
+        }
+        WebauthnError::CredentialNotFound => {
+            (401, "assertion.unknown_credential", "this key is not one the ceremony allowed")
+        }
+        other => return err(401, code, format!("the hardware-key response does not verify: {other:?}")),
+    };
+    err(status, code, message)
 }
 
 /// A person who may decide.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use countersign_core::audit::AuditEntry;
-use countersign_core::operation::Role;
+use countersign_core::certificate::deciding_role;
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
@@ -28,11 +28,34 @@ const VISIBLE: &[&str] = &[
     "freeze.on",
 ];
 
-/// Whether a person may see an entry: withdrawal events go to approvers, the rest
-/// of the operation events to admins too; the freeze to everyone.
-fn visible(entry: &AuditEntry, who: &Session) -> bool {
-    VISIBLE.contains(&entry.event.as_str())
-        && (who.approver.roles.contains(&Role::Approver) || who.approver.roles.contains(&Role::Admin))
+/// Whether a person may see an entry: the freeze goes to everyone; an operation's
+/// events go to the people who may act on it — members of a group its quorum names
+/// (withdrawals: approvers; administrative operations: admins, as
+/// `core::certificate::deciding_role` says).
+async fn visible(state: &AppState, entry: &AuditEntry, who: &Session) -> bool {
+    if !VISIBLE.contains(&entry.event.as_str()) {
+        return false;
+    }
+    if entry.event == "freeze.on" {
+        return true;
+    }
+    let Some(id) = entry.operation.as_deref() else { return false };
+    let record = match state.store.operation(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "event visibility: operation not readable; not shown");
+            return false;
+        }
+    };
+    if !who.approver.roles.contains(&deciding_role(&record.operation)) {
+        return false;
+    }
+    let groups = record.verdict["quorum"]["groups"].as_array().cloned().unwrap_or_default();
+    groups
+        .iter()
+        .filter_map(|g| g["group"].as_str())
+        .any(|g| who.approver.groups.iter().any(|mine| mine.as_str() == g))
 }
 
 fn to_event(entry: &AuditEntry) -> Event {
@@ -68,7 +91,12 @@ pub fn stream(
                 match state.store.audit_after(seen, 200).await {
                     Ok(batch) if !batch.is_empty() => {
                         seen = batch.last().map_or(seen, |e| i64::try_from(e.seq).unwrap_or(seen));
-                        queue = batch.into_iter().filter(|e| visible(e, &who)).collect();
+                        queue.clear();
+                        for entry in batch {
+                            if visible(&state, &entry, &who).await {
+                                queue.push(entry);
+                            }
+                        }
                         continue;
                     }
                     Ok(_) => {}

@@ -211,7 +211,7 @@ fn same(s: String) -> String {
 }
 
 pub async fn two_hardware_key_approvals_release_a_large_withdrawal(db: Db) {
-    let (gw, mut tokens) = gateway_with_tokens(db, 3).await;
+    let (gw, mut tokens) = gateway_with_tokens(db, 4).await;
     let mut alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
     let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
     let mut dave = enroll(&gw, "dave", &["traders"], tokens.remove(0)).await;
@@ -238,6 +238,10 @@ pub async fn two_hardware_key_approvals_release_a_large_withdrawal(db: Db) {
 
     // The same person again (a second ceremony) does not count twice.
     let r = decide(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    assert_eq!((r.status, r.code()), (409, "decision.already_decided"));
+    // Nor with a second key of hers: people count, not keys.
+    let mut alice_second_key = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let r = decide(&gw, &mut alice_second_key, &id, Decision::Approve, &same).await;
     assert_eq!((r.status, r.code()), (409, "decision.already_decided"));
 
     let r = decide(&gw, &mut carol, &id, Decision::Approve, &same).await;
@@ -315,12 +319,12 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
     // Wrong origin: webauthn-rs refuses it.
     let r =
         decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace(ORIGIN, "https://evil.example")).await;
-    assert_eq!(r.code(), "assertion.invalid");
+    assert_eq!(r.code(), "assertion.wrong_origin");
     // Wrong ceremony type.
     let r =
         decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replace("webauthn.get", "webauthn.create"))
             .await;
-    assert_eq!(r.code(), "assertion.invalid");
+    assert_eq!(r.code(), "assertion.wrong_type");
     // An assertion whose rpIdHash names another relying party (a real key will not
     // even find the credential for another RP id, so the hash is replaced after
     // signing, as a forging client would).
@@ -350,7 +354,34 @@ pub async fn approvals_bound_to_something_else_are_refused(db: Db) {
         json!({"ceremony": c.body["ceremony"], "credential": credential}),
     )
     .await;
-    assert_eq!(r.code(), "assertion.invalid");
+    assert_eq!(r.code(), "assertion.wrong_rp");
+    // The UP or UV flag clear (a key that did not see a touch, or took no PIN): the
+    // relying party checks the flags before the signature, so clearing the bit in a
+    // signed response exercises exactly that check.
+    for (bit, code) in [(0x01u8, "assertion.no_user_presence"), (0x04, "assertion.no_user_verification")] {
+        let (ceremony, mut credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
+        credential.response.authenticator_data[32] &= !bit;
+        let r = post(
+            &gw,
+            &format!("/v1/operations/{id}/decisions"),
+            Some(&alice.session),
+            json!({"ceremony": ceremony, "credential": credential}),
+        )
+        .await;
+        assert_eq!((r.status, r.code()), (401, code), "{:?}", r.body);
+    }
+    // A signature that does not verify.
+    let (ceremony, mut credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    let last = credential.response.signature.len() - 3;
+    credential.response.signature[last] ^= 1;
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{id}/decisions"),
+        Some(&alice.session),
+        json!({"ceremony": ceremony, "credential": credential}),
+    )
+    .await;
+    assert_eq!(r.code(), "assertion.bad_signature", "{:?}", r.body);
     // A challenge replayed: the ceremony is single use.
     let (ceremony, credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
     let body = json!({"ceremony": ceremony, "credential": credential});
@@ -647,7 +678,7 @@ async fn read_events(resp: &mut reqwest::Response, want: usize) -> Vec<(String, 
 
 /// Approvers are told at once, and a reconnect with Last-Event-ID misses nothing.
 pub async fn approvers_get_live_events_and_resume(db: Db) {
-    let (gw, mut tokens) = gateway_with_tokens(db, 2).await;
+    let (gw, mut tokens) = gateway_with_tokens(db, 3).await;
     let alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
     let mut carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
     let key = gw.api_key("key_mm1", KeySpec::default()).await;
@@ -675,6 +706,15 @@ pub async fn approvers_get_live_events_and_resume(db: Db) {
         got.iter().map(|(_, e, d)| (e.as_str(), d["operation"].as_str().unwrap())).collect();
     assert_eq!(seen, vec![("operation.pending", second.as_str()), ("decision.counted", first.as_str())]);
     assert!(got[0].0.parse::<u64>().unwrap() > last_id.parse::<u64>().unwrap());
+
+    // An approver sees only what their groups may act on: rita (risk only) is not
+    // shown the traders' withdrawal, but everyone sees the freeze.
+    let rita = enroll(&gw, "rita", &["risk"], tokens.remove(0)).await;
+    let mut risk_stream = gw.http.get(&url).bearer_auth(&rita.session).send().await.unwrap();
+    let third = gw.withdraw(&key, &eth("7")).await.op_id();
+    gw.state.store.freeze("host", "drill", gw.now()).await.unwrap();
+    let got = read_events(&mut risk_stream, 1).await;
+    assert_eq!(got[0].1, "freeze.on", "rita must not see {third}: {got:?}");
 }
 
 /// Break glass: one approver's key touch freezes every API key at once.
@@ -697,7 +737,7 @@ pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
         json!({"ceremony": r.body["ceremony"], "credential": forged, "reason": "x"}),
     )
     .await;
-    assert_eq!(r.code(), "assertion.invalid");
+    assert_eq!(r.code(), "assertion.bad_signature");
     assert!(!gw.state.store.freeze_state().await.unwrap().frozen);
     // A fresh challenge and a real touch.
     let r = post(&gw, "/v1/freeze/challenge", Some(&carol.session), json!({})).await;
