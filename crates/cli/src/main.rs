@@ -98,6 +98,10 @@ enum Command {
         #[arg(long)]
         gateway_key: String,
     },
+    /// Admins: people, keys and administrative changes (each change waits for the
+    /// admin quorum; approve it with `countersign approve <id>`).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Audit chain exports.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -105,6 +109,58 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Every approver with roles, groups and keys.
+    Approvers,
+    /// Invite a person (or a new key of theirs): prints the enrollment link to give
+    /// them over a channel you trust. Their key counts after the admin quorum.
+    Invite {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// approver, admin (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        role: Vec<String>,
+        /// Groups used by policy quorums.
+        #[arg(long, value_delimiter = ',')]
+        group: Vec<String>,
+    },
+    /// Propose revoking a person (or one of their keys).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Only this key (credential id).
+        #[arg(long)]
+        credential: Option<String>,
+    },
+    /// Propose an allowlisted destination.
+    AllowlistAdd {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        memo: Option<String>,
+        #[arg(long)]
+        label: String,
+    },
+    /// Propose a new policy (JSON file).
+    PolicyPropose { file: PathBuf },
+    /// Propose any administrative action (JSON file: {"kind": …, "details": …}).
+    Propose { file: PathBuf },
+    /// Export the audit chain (JSON lines) for `countersign audit verify`.
+    AuditExport {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,6 +376,7 @@ async fn run(cli: Cli) -> Outcome {
                 .map_err(|e| Failure(5, format!("REFUSE the transfer: {e}")))?;
             ctx.print(format!("OK: {} may be settled", op.id), json!({"verified": true, "operation": op}));
         }
+        Command::Admin(cmd) => admin(&ctx, cmd).await?,
         Command::Audit(AuditCommand::Verify { file, gateway_key }) => {
             let key = gateway_key_from(&gateway_key)?;
             let text = String::from_utf8(read(&file)?).map_err(|e| local(e.to_string()))?;
@@ -340,6 +397,95 @@ async fn run(cli: Cli) -> Outcome {
         }
     }
     Ok(())
+}
+
+async fn admin(ctx: &Ctx, cmd: AdminCommand) -> Outcome {
+    let (_, client, session) = ctx.session()?;
+    let action = match cmd {
+        AdminCommand::Approvers => {
+            let list = client.approvers(&session).await?;
+            let mut lines = Vec::new();
+            for a in list.as_array().into_iter().flatten() {
+                lines.push(format!(
+                    "{}  {}  roles {}  groups {}{}",
+                    a["id"].as_str().unwrap_or("?"),
+                    a["display_name"].as_str().unwrap_or(""),
+                    a["roles"],
+                    a["groups"],
+                    if a["revoked"].as_bool() == Some(true) { "  REVOKED" } else { "" }
+                ));
+                for k in a["credentials"].as_array().into_iter().flatten() {
+                    lines.push(format!(
+                        "    key {}  {}  {}{}",
+                        k["id"].as_str().unwrap_or("?"),
+                        k["label"].as_str().unwrap_or(""),
+                        k["status"].as_str().unwrap_or("?"),
+                        if k["software"].as_bool() == Some(true) { "  SOFTWARE KEY" } else { "" }
+                    ));
+                }
+            }
+            ctx.print(lines.join("\n"), list);
+            return Ok(());
+        }
+        AdminCommand::Invite { id, name, role, group } => {
+            let link = client.invite(&session, &id, &name, &role, &group).await?;
+            ctx.print(
+                format!(
+                    "Enrollment link for {id} (single use; give it to them over a channel you trust):\n{link}"
+                ),
+                json!({"approver": id, "link": link}),
+            );
+            return Ok(());
+        }
+        AdminCommand::AuditExport { out } => {
+            let export = client.audit_export(&session).await?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &export).map_err(|e| local(format!("{}: {e}", path.display())))?;
+                    eprintln!("{} lines written to {}", export.lines().count(), path.display());
+                }
+                None => print!("{export}"),
+            }
+            return Ok(());
+        }
+        AdminCommand::Revoke { id, reason, credential } => json!({
+            "kind": "approver_revoke",
+            "details": {"approver": id, "credential_id": credential, "reason": reason},
+        }),
+        AdminCommand::AllowlistAdd { account, network, address, memo, label } => json!({
+            "kind": "allowlist_add",
+            "details": {"account": account, "network": network, "destination": {"address": address, "memo": memo}, "label": label},
+        }),
+        AdminCommand::PolicyPropose { file } => {
+            let policy: Value = serde_json::from_slice(&read(&file)?)
+                .map_err(|e| local(format!("{}: {e}", file.display())))?;
+            json!({"kind": "policy_update", "details": {"policy": policy}})
+        }
+        AdminCommand::Propose { file } => {
+            serde_json::from_slice(&read(&file)?).map_err(|e| local(format!("{}: {e}", file.display())))?
+        }
+    };
+    let op = client.propose(&session, strip_nulls(action)).await?;
+    ctx.print(
+        format!(
+            "Proposed: {}\nIt waits for the admin quorum: other admins run `countersign approve {}`.",
+            summary(&op),
+            op.operation.id
+        ),
+        json!(op),
+    );
+    Ok(())
+}
+
+/// Drop null members (optional fields left out), as the strict decoder wants.
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(strip_nulls).collect()),
+        other => other,
+    }
 }
 
 async fn decide(ctx: &Ctx, id: &str, decision: Decision, reason: Option<&str>) -> Outcome {

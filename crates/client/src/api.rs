@@ -308,6 +308,60 @@ impl Client {
         Ok(done["changed"].as_bool().unwrap_or(false))
     }
 
+    /// Admins: invite a person (or a new key of theirs). The link is for them; the
+    /// key counts once the admin quorum approves the enrollment.
+    ///
+    /// # Errors
+    /// `admin.not_an_admin`, `approver.*`, transport errors.
+    pub async fn invite(
+        &self,
+        session: &Session,
+        approver: &str,
+        name: &str,
+        roles: &[String],
+        groups: &[String],
+    ) -> Result<String> {
+        let body = json!({ "approver": approver, "name": name, "roles": roles, "groups": groups });
+        text(&self.post("/v1/admin/enrollment-codes", Some(session), body).await?, "link")
+    }
+
+    /// Admins: every approver with roles, groups and keys.
+    ///
+    /// # Errors
+    /// `admin.not_an_admin`, transport errors.
+    pub async fn approvers(&self, session: &Session) -> Result<Value> {
+        Ok(self.get("/v1/admin/approvers", Some(session)).await?["approvers"].clone())
+    }
+
+    /// Admins: propose an administrative change (an `Action` as JSON). It waits for
+    /// the admin quorum; the operation is returned verified.
+    ///
+    /// # Errors
+    /// `admin.*`, `operation.*`, [`Error::Tampered`], transport errors.
+    pub async fn propose(&self, session: &Session, action: Value) -> Result<VerifiedOperation> {
+        let view = self.post("/v1/admin/operations", Some(session), json!({ "action": action })).await?;
+        VerifiedOperation::from_view(&view)
+    }
+
+    /// Admins: the audit chain export (JSON lines) for `audit verify`.
+    ///
+    /// # Errors
+    /// `admin.not_an_admin`, transport errors.
+    pub async fn audit_export(&self, session: &Session) -> Result<String> {
+        let resp = self
+            .transport
+            .http
+            .get(format!("{}/v1/admin/audit", self.transport.base))
+            .bearer_auth(session.expose())
+            .send()
+            .await
+            .map_err(|e| self.transport.failure(&e))?;
+        if !resp.status().is_success() {
+            return Err(gateway_error(resp).await);
+        }
+        resp.text().await.map_err(|e| Error::Protocol(e.to_string()))
+    }
+
     /// The approver registry, signed by the gateway (settlement verifies with it).
     ///
     /// # Errors

@@ -537,6 +537,45 @@ pub async fn enroll_finish(
     Ok((cred_id, status, c.approver))
 }
 
+/// Every approver with their roles, groups and keys, for admins.
+///
+/// # Errors
+/// Store errors.
+pub async fn people(state: &AppState) -> Result<Vec<serde_json::Value>> {
+    let ids = sqlx::query("SELECT id FROM approvers ORDER BY id").fetch_all(state.store.pool()).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for row in &ids {
+        let id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
+        let Some(person) = approver(state, &id).await? else { continue };
+        let keys = sqlx::query(
+            "SELECT id, label, aaguid, status, created_at FROM credentials WHERE approver_id = $1 ORDER BY id",
+        )
+        .bind(id.as_str())
+        .fetch_all(state.store.pool())
+        .await?;
+        let mut credentials = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let aaguid: Option<String> = k.try_get(2)?;
+            credentials.push(serde_json::json!({
+                "id": k.try_get::<String, _>(0)?,
+                "label": k.try_get::<String, _>(1)?,
+                "aaguid": aaguid,
+                "software": software_authenticator(aaguid.as_deref()),
+                "status": k.try_get::<String, _>(3)?,
+            }));
+        }
+        out.push(serde_json::json!({
+            "id": person.id,
+            "display_name": person.display_name,
+            "roles": person.roles,
+            "groups": person.groups,
+            "revoked": person.revoked_at.is_some(),
+            "credentials": credentials,
+        }));
+    }
+    Ok(out)
+}
+
 /// Whether a credential comes from the software authenticator (tests and demo only):
 /// every client shows a permanent warning for it.
 #[must_use]

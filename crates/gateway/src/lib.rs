@@ -237,6 +237,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/freeze/challenge", post(freeze_challenge))
         .route("/v1/freeze", post(freeze))
         .route("/v1/admin/operations", post(admin_propose))
+        .route("/v1/admin/enrollment-codes", post(admin_invite))
+        .route("/v1/admin/approvers", get(admin_approvers))
+        .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/info", get(info))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -719,6 +722,73 @@ mod tests {
 #[serde(deny_unknown_fields)]
 struct ProposeRequest {
     action: countersign_core::Action,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    approver: countersign_core::id::ApproverId,
+    name: String,
+    roles: std::collections::BTreeSet<countersign_core::operation::Role>,
+    #[serde(default)]
+    groups: std::collections::BTreeSet<countersign_core::id::GroupName>,
+}
+
+/// An admin invites a person (or a new key of theirs): an enrollment link whose key
+/// counts only after the admin quorum approves the resulting `ApproverEnroll`.
+async fn admin_invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    b: JsonBody<InviteRequest>,
+) -> Response {
+    let r = async {
+        let who = admin(&state, &headers).await?;
+        let b = body(b)?;
+        let now = state.clock.now();
+        let code = approvers::issue_enrollment_code(
+            &state,
+            &b.approver,
+            &b.name,
+            &b.roles,
+            &b.groups,
+            Some(&who.approver.id),
+            now,
+        )
+        .await?;
+        Ok(axum::Json(json!({
+            "link": state.enrollment_link(&code),
+            "expires_in_seconds": state.config.webauthn.enrollment_code_ttl_seconds,
+        }))
+        .into_response())
+    };
+    respond(&state, r.await)
+}
+
+async fn admin_approvers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        admin(&state, &headers).await?;
+        Ok(axum::Json(json!({ "approvers": approvers::people(&state).await? })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+/// The audit chain as JSON lines, for `audit verify` offline.
+async fn admin_audit(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        admin(&state, &headers).await?;
+        let export = state.store.audit_export().await?;
+        Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], export).into_response())
+    };
+    respond(&state, r.await)
+}
+
+/// A session of an active admin.
+async fn admin(state: &AppState, headers: &HeaderMap) -> Result<approvers::Session> {
+    let who = bearer(state, headers).await?;
+    if !who.approver.roles.contains(&countersign_core::operation::Role::Admin) {
+        return Err(Error::new(StatusCode::FORBIDDEN, "admin.not_an_admin", "only admins may do this"));
+    }
+    Ok(who)
 }
 
 async fn admin_propose(

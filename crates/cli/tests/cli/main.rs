@@ -8,7 +8,6 @@
 #[path = "../../../gateway/tests/gateway/support.rs"]
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -80,12 +79,17 @@ fn run_with(profile: &Path, key: Option<&Path>, args: &[&str], stdin: &str) -> O
 }
 
 async fn link(gw: &Gateway, id: &str) -> String {
+    bootstrap_link(gw, id, &[Role::Approver], &["traders"]).await
+}
+
+/// A bootstrap enrollment link, as the gateway host's CLI prints it.
+async fn bootstrap_link(gw: &Gateway, id: &str, roles: &[Role], groups: &[&str]) -> String {
     let code = countersign_gateway::approvers::issue_enrollment_code(
         &gw.state,
         &id.parse().unwrap(),
         id,
-        &BTreeSet::from([Role::Approver]),
-        &BTreeSet::from(["traders".parse().unwrap()]),
+        &roles.iter().copied().collect(),
+        &groups.iter().map(|g| g.parse().unwrap()).collect(),
         None,
         gw.now(),
     )
@@ -100,8 +104,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn enrolled(gw: &Gateway, id: &'static str) -> Person {
-    let person = Person::new();
     let l = link(gw, id).await;
+    enrolled_with(l, id).await
+}
+
+async fn enrolled_with(l: String, id: &'static str) -> Person {
+    let person = Person::new();
     blocking(move || {
         let out = person.run(&["enroll", &l, "--label", "laptop"], &format!("{PIN}\n"));
         assert_eq!(out.code, 0, "{out:?}");
@@ -212,6 +220,90 @@ async fn approvers_work_from_the_terminal_and_settlement_verifies_offline() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("Every API key is frozen"), "{out:?}");
     assert_eq!(gw.withdraw(&key, &eth("0.1")).await.code(), "auth.frozen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_invite_through_the_quorum_and_export_the_audit_chain() {
+    let gw = Gateway::start_tls(Db::Sqlite).await;
+    let admin = [Role::Admin, Role::Approver];
+    let alice =
+        enrolled_with(bootstrap_link(&gw, "alice", &admin, &["admins", "traders"]).await, "alice").await;
+    let dave = enrolled_with(bootstrap_link(&gw, "dave", &admin, &["admins", "traders"]).await, "dave").await;
+    let erin = enrolled_with(bootstrap_link(&gw, "erin", &admin, &["admins", "traders"]).await, "erin").await;
+    let gateway_key = data_encoding::BASE64URL_NOPAD.encode(gw.state.keys.verifying_key().as_bytes());
+    let export = alice.dir.path().join("audit.jsonl");
+    blocking(move || {
+        let out = alice.run(
+            &[
+                "admin", "invite", "--id", "carol", "--name", "Carol", "--role", "approver", "--group",
+                "traders",
+            ],
+            "",
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        let link = out.stdout.lines().find(|l| l.starts_with("countersign://enroll?")).unwrap().to_owned();
+
+        // Carol enrolls, but her key waits for the admin quorum.
+        let carol = Person::new();
+        let out = carol.run(&["enroll", &link], &format!("{PIN}\n"));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("pending_approval"), "{out:?}");
+        let out = carol.run(&["login"], &format!("{PIN}\n"));
+        assert_eq!(out.code, 2, "not active yet: {out:?}");
+
+        // Two other admins approve the ApproverEnroll operation.
+        let out = dave.run(&["pending", "--json"], "");
+        let pending: Value = serde_json::from_str(&out.stdout).unwrap();
+        let enroll = pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["operation"]["action"]["kind"] == "approver_enroll")
+            .unwrap_or_else(|| panic!("{out:?}"));
+        let id = enroll["operation"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(dave.run(&["approve", &id], &format!("{PIN}\n")).code, 0);
+        let out = erin.run(&["approve", &id], &format!("{PIN}\n"));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("released"), "{out:?}");
+        let out = carol.run(&["login"], &format!("{PIN}\n"));
+        assert_eq!(out.code, 0, "active after the quorum: {out:?}");
+
+        // Admins see people and keys; a non-admin is refused.
+        let out = alice.run(&["admin", "approvers"], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("carol  Carol") && out.stdout.contains("SOFTWARE KEY"), "{out:?}");
+        let out = carol.run(&["admin", "approvers"], "");
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("admin.not_an_admin"), "{out:?}");
+
+        // A change proposed for the quorum.
+        let out = alice.run(
+            &[
+                "admin",
+                "allowlist-add",
+                "--account",
+                "acct_main",
+                "--network",
+                "ethereum",
+                "--address",
+                "0x8ba1f109551bD432803012645Ac136ddd64DBA72",
+                "--label",
+                "cold wallet",
+            ],
+            "",
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("Proposed: ") && out.stdout.contains("allowlist_add"), "{out:?}");
+
+        // The audit chain, exported and verified offline.
+        let out = alice.run(&["admin", "audit-export", "--out", export.to_str().unwrap()], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        let out =
+            alice.run(&["audit", "verify", export.to_str().unwrap(), "--gateway-key", &gateway_key], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.starts_with("OK: "), "{out:?}");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
