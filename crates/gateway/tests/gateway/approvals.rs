@@ -11,7 +11,6 @@ use countersign_core::certificate::SignedRegistry;
 use countersign_core::operation::Role;
 use countersign_core::release::{Trust, verify_release};
 use countersign_core::{Decision, canonical};
-use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
 use countersign_softkey::SoftKey;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -24,34 +23,10 @@ use crate::support::*;
 
 const ORIGIN: &str = "https://localhost";
 
-const PIN: &str = "4821";
-
 pub struct Approver {
     pub id: String,
     pub token: SoftKey,
     pub session: String,
-}
-
-/// The approver at the key: types the PIN, touches when asked.
-#[derive(Debug)]
-struct TypesPin;
-
-impl Prompt for TypesPin {
-    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
-        Some(0)
-    }
-    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
-        Some(Pin::new(PIN.to_owned()))
-    }
-    fn confirm_last_retry(&self) -> bool {
-        false
-    }
-    fn touch(&self) {}
-    fn processing(&self) {}
-}
-
-fn ceremony() -> Ceremony {
-    Ceremony::new(std::sync::Arc::new(TypesPin))
 }
 
 /// Sign a standard `webauthn.get` (login, freeze) with the key.
@@ -66,7 +41,7 @@ pub async fn gateway_with_tokens(db: Db, n: usize) -> (Gateway, Vec<SoftKey>) {
     let tokens = (0..n)
         .map(|i| {
             let key = SoftKey::new(&format!("softkey {i}")).unwrap();
-            key.set_pin(PIN).unwrap();
+            key.set_pin(KEY_PIN).unwrap();
             key
         })
         .collect();

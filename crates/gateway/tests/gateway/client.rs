@@ -2,77 +2,14 @@
 //! enrollment from a link, login, verified operations, decisions, live events, and
 //! the refusals (wrong pin, operations altered in transit, gateway down).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
-use countersign_client::{Client, EnrollmentLink, Error, Session, Update};
+use countersign_client::{Client, EnrollmentLink, Error, Update};
 use countersign_core::Decision;
-use countersign_core::operation::Role;
-use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
-use countersign_softkey::SoftKey;
 use serde_json::Value;
 
 use crate::support::*;
-
-const PIN: &str = "4821";
-
-#[derive(Debug)]
-struct TypesPin;
-
-impl Prompt for TypesPin {
-    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
-        Some(0)
-    }
-    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
-        Some(Pin::new(PIN.to_owned()))
-    }
-    fn confirm_last_retry(&self) -> bool {
-        false
-    }
-    fn touch(&self) {}
-    fn processing(&self) {}
-}
-
-fn ceremony() -> Ceremony {
-    Ceremony::new(Arc::new(TypesPin))
-}
-
-fn soft_key() -> SoftKey {
-    let key = SoftKey::new("client test key").unwrap();
-    key.set_pin(PIN).unwrap();
-    key
-}
-
-/// The enrollment link the gateway host prints for a new approver.
-async fn link(gw: &Gateway, id: &str) -> String {
-    let code = countersign_gateway::approvers::issue_enrollment_code(
-        &gw.state,
-        &id.parse().unwrap(),
-        id,
-        &BTreeSet::from([Role::Approver]),
-        &BTreeSet::from(["traders".parse().unwrap()]),
-        None,
-        gw.now(),
-    )
-    .await
-    .unwrap();
-    gw.state.enrollment_link(&code)
-}
-
-/// Enroll and log in through the client, as the CLI and the desktop do.
-async fn approver(gw: &Gateway, id: &str) -> (Client, Session, SoftKey) {
-    let link = EnrollmentLink::parse(&link(gw, id).await).unwrap();
-    assert!(link.gateway.starts_with("https://") && link.pin.is_some(), "{link:?}");
-    let client = Client::for_link(&link).unwrap();
-    let key = soft_key();
-    let enrolled = client.enroll(&link.code, "laptop key", key.clone(), &ceremony()).await.unwrap();
-    assert_eq!(enrolled.status, "active");
-    let session = client.login(id, key.clone(), &ceremony()).await.unwrap();
-    (client, session, key)
-}
 
 pub async fn approvers_enroll_and_approve_through_the_client_over_pinned_https(db: Db) {
     let gw = Gateway::start_tls(db).await;

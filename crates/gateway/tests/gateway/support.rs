@@ -507,3 +507,69 @@ pub fn policy_toml(p: &Policy) -> String {
     }
     toml::to_string(&Wrapper { policy: p }).unwrap()
 }
+
+// ---------------------------------------------------------------- approvers' clients
+
+use countersign_client::{Client, EnrollmentLink, Session};
+use countersign_core::operation::Role;
+use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
+use countersign_softkey::SoftKey;
+
+/// The software keys' PIN in tests.
+pub const KEY_PIN: &str = "4821";
+
+/// An approver at the key: types the PIN, touches when asked.
+#[derive(Debug)]
+pub struct TypesPin;
+
+impl Prompt for TypesPin {
+    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
+        Some(0)
+    }
+    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
+        Some(Pin::new(KEY_PIN.to_owned()))
+    }
+    fn confirm_last_retry(&self) -> bool {
+        false
+    }
+    fn touch(&self) {}
+    fn processing(&self) {}
+}
+
+pub fn ceremony() -> Ceremony {
+    Ceremony::new(Arc::new(TypesPin))
+}
+
+pub fn soft_key() -> SoftKey {
+    let key = SoftKey::new("client test key").unwrap();
+    key.set_pin(KEY_PIN).unwrap();
+    key
+}
+
+/// The enrollment link the gateway host prints for a new approver.
+pub async fn link(gw: &Gateway, id: &str) -> String {
+    let code = countersign_gateway::approvers::issue_enrollment_code(
+        &gw.state,
+        &id.parse().unwrap(),
+        id,
+        &BTreeSet::from([Role::Approver]),
+        &BTreeSet::from(["traders".parse().unwrap()]),
+        None,
+        gw.now(),
+    )
+    .await
+    .unwrap();
+    gw.state.enrollment_link(&code)
+}
+
+/// Enroll and log in through the client, as the CLI and the desktop do.
+pub async fn approver(gw: &Gateway, id: &str) -> (Client, Session, SoftKey) {
+    let link = EnrollmentLink::parse(&link(gw, id).await).unwrap();
+    assert!(link.gateway.starts_with("https://") && link.pin.is_some(), "{link:?}");
+    let client = Client::for_link(&link).unwrap();
+    let key = soft_key();
+    let enrolled = client.enroll(&link.code, "laptop key", key.clone(), &ceremony()).await.unwrap();
+    assert_eq!(enrolled.status, "active");
+    let session = client.login(id, key.clone(), &ceremony()).await.unwrap();
+    (client, session, key)
+}
