@@ -42,18 +42,7 @@ both!(
 
 /// A person with roles and groups, enrolled from a bootstrap link and logged in.
 async fn person(gw: &Gateway, id: &str, roles: &[Role], groups: &[&str]) -> (Client, Session, SoftKey) {
-    let code = countersign_gateway::approvers::issue_enrollment_code(
-        &gw.state,
-        &id.parse().unwrap(),
-        id,
-        &roles.iter().copied().collect(),
-        &groups.iter().map(|g| g.parse().unwrap()).collect(),
-        None,
-        gw.now(),
-    )
-    .await
-    .unwrap();
-    let link = EnrollmentLink::parse(&gw.state.enrollment_link(&code)).unwrap();
+    let link = EnrollmentLink::parse(&bootstrap_link(gw, id, roles, groups).await).unwrap();
     let client = Client::for_link(&link).unwrap();
     let key = soft_key();
     client.enroll(&link.code, "key", key.clone(), &ceremony()).await.unwrap();

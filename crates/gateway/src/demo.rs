@@ -74,6 +74,8 @@ pub async fn start(data_dir: &std::path::Path) -> Result<Embedded> {
 #[derive(Debug)]
 pub struct Bot {
     http: reqwest::Client,
+    /// The same bot from another address (127.0.0.2), now and then.
+    elsewhere: reqwest::Client,
     base: String,
     key_id: String,
     key: SigningKey,
@@ -113,7 +115,12 @@ impl Bot {
         };
         gateway.state.store.insert_api_key(&record, now).await?;
         let http = crate::release::http_client(Duration::from_secs(10))?;
-        Ok(Bot { http, base: gateway.base.clone(), key_id: key_id.to_owned(), key })
+        let elsewhere = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .map_err(Error::internal)?;
+        Ok(Bot { http, elsewhere, base: gateway.base.clone(), key_id: key_id.to_owned(), key })
     }
 
     /// Send one withdrawal; the gateway's JSON answer.
@@ -121,6 +128,17 @@ impl Bot {
     /// # Errors
     /// The gateway cannot be reached.
     pub async fn withdraw(&self, asset: &str, amount: &str, to: &str, order: &str) -> Result<Value> {
+        self.withdraw_via(&self.http, asset, amount, to, order).await
+    }
+
+    async fn withdraw_via(
+        &self,
+        http: &reqwest::Client,
+        asset: &str,
+        amount: &str,
+        to: &str,
+        order: &str,
+    ) -> Result<Value> {
         let body = serde_json::to_vec(&json!({
             "account": "acct_main", "asset": asset, "network": "ethereum", "amount": amount,
             "destination": {"address": to},
@@ -131,8 +149,7 @@ impl Bot {
         let hash = HEXLOWER.encode(&Sha256::digest(&body));
         let msg = format!("countersign-request-v1\nPOST\n/v1/withdrawals\n\n{ts}\n{nonce}\n{order}\n{hash}");
         let sig = BASE64URL_NOPAD.encode(&self.key.sign(msg.as_bytes()).to_bytes());
-        let resp = self
-            .http
+        let resp = http
             .post(format!("{}/v1/withdrawals", self.base))
             .header("CS-Key", &self.key_id)
             .header("CS-Timestamp", ts.to_string())
@@ -148,7 +165,8 @@ impl Bot {
 
     /// The `n`-th order of realistic traffic: mostly small payouts to known
     /// addresses, every fifth one large (held for two traders), every seventh to an
-    /// address never paid before.
+    /// address never paid before (and every ninth is sent from 127.0.0.2, an address
+    /// the key has not used: the new-IP risk signal).
     #[must_use]
     pub fn order(n: u64) -> (&'static str, String, String) {
         let (asset, known) = KNOWN[usize::try_from(n % 3).unwrap_or(0)];
@@ -172,11 +190,33 @@ impl Bot {
         let run_id = HEXLOWER.encode(&crate::keys::random_bytes::<4>().unwrap_or_default());
         for n in 0.. {
             let (asset, amount, to) = Bot::order(n);
-            match self.withdraw(asset, &amount, &to, &format!("demo-{run_id}-{n}")).await {
+            let http = if n % 9 == 8 { &self.elsewhere } else { &self.http };
+            match self.withdraw_via(http, asset, &amount, &to, &format!("demo-{run_id}-{n}")).await {
                 Ok(answer) => seen(n, &answer),
                 Err(e) => tracing::warn!(error = %e, "demo bot"),
             }
             tokio::time::sleep(pause).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_traffic_is_mostly_small_with_some_large_and_new_addresses() {
+        let orders: Vec<_> = (0..45).map(Bot::order).collect();
+        let large = orders
+            .iter()
+            .filter(|(asset, amount, _)| {
+                let v: f64 = amount.parse().unwrap();
+                if *asset == "USDC" { v >= 10_000.0 } else { v * 3000.0 >= 10_000.0 }
+            })
+            .count();
+        let new = orders.iter().filter(|(_, _, to)| !KNOWN.iter().any(|(_, k)| k == to)).count();
+        assert_eq!(large, 9, "every fifth order needs two traders");
+        assert_eq!(new, 6, "every seventh goes to a new address");
+        assert!(orders.iter().all(|(_, _, to)| to.len() == 42 && to.starts_with("0x")));
     }
 }

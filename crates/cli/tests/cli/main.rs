@@ -78,26 +78,6 @@ fn run_with(profile: &Path, key: Option<&Path>, args: &[&str], stdin: &str) -> O
     }
 }
 
-async fn link(gw: &Gateway, id: &str) -> String {
-    bootstrap_link(gw, id, &[Role::Approver], &["traders"]).await
-}
-
-/// A bootstrap enrollment link, as the gateway host's CLI prints it.
-async fn bootstrap_link(gw: &Gateway, id: &str, roles: &[Role], groups: &[&str]) -> String {
-    let code = countersign_gateway::approvers::issue_enrollment_code(
-        &gw.state,
-        &id.parse().unwrap(),
-        id,
-        &roles.iter().copied().collect(),
-        &groups.iter().map(|g| g.parse().unwrap()).collect(),
-        None,
-        gw.now(),
-    )
-    .await
-    .unwrap();
-    gw.state.enrollment_link(&code)
-}
-
 /// Subprocesses block: run them off the async runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()

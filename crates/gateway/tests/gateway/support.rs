@@ -548,12 +548,17 @@ pub fn soft_key() -> SoftKey {
 
 /// The enrollment link the gateway host prints for a new approver.
 pub async fn link(gw: &Gateway, id: &str) -> String {
+    bootstrap_link(gw, id, &[Role::Approver], &["traders"]).await
+}
+
+/// A bootstrap enrollment link, as the gateway host's CLI prints it.
+pub async fn bootstrap_link(gw: &Gateway, id: &str, roles: &[Role], groups: &[&str]) -> String {
     let code = countersign_gateway::approvers::issue_enrollment_code(
         &gw.state,
         &id.parse().unwrap(),
         id,
-        &BTreeSet::from([Role::Approver]),
-        &BTreeSet::from(["traders".parse().unwrap()]),
+        &roles.iter().copied().collect(),
+        &groups.iter().map(|g| g.parse().unwrap()).collect(),
         None,
         gw.now(),
     )
