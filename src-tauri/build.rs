@@ -4,7 +4,9 @@
 
 const COMMANDS: &[&str] = &[
     "status",
+    "enroll",
     "login",
+    "lock",
     "pending",
     "prepare_decision",
     "sign_decision",

@@ -67,8 +67,10 @@ type AnyKey = USBToken;
 /// Countersign Desktop.
 pub struct Desktop {
     app: AppHandle,
-    profile: Option<Profile>,
-    client: Option<Client>,
+    /// The gateway and who you are there; set by enrollment when absent.
+    enrolled: std::sync::Mutex<Option<(Profile, Client)>>,
+    /// Where enrollment saves the profile (none in demo mode: nothing is kept).
+    profile_dir: Option<std::path::PathBuf>,
     key: KeySource,
     demo_pin: Option<String>,
     prompt: Arc<WindowPrompt>,
@@ -86,15 +88,22 @@ impl Desktop {
     pub fn new(
         app: AppHandle,
         profile: Option<Profile>,
+        profile_dir: Option<std::path::PathBuf>,
         key: KeySource,
         demo_pin: Option<String>,
     ) -> Result<Desktop, AppError> {
-        let client = profile.as_ref().map(|p| Client::new(&p.gateway, p.pin.as_deref())).transpose()?;
+        let enrolled = match profile {
+            Some(p) => {
+                let client = Client::new(&p.gateway, p.pin.as_deref())?;
+                Some((p, client))
+            }
+            None => None,
+        };
         let (prompt, answers) = crate::prompt::pair(app.clone());
         Ok(Desktop {
             app,
-            profile,
-            client,
+            enrolled: std::sync::Mutex::new(enrolled),
+            profile_dir,
             key,
             demo_pin,
             prompt: Arc::new(prompt),
@@ -105,14 +114,33 @@ impl Desktop {
         })
     }
 
-    fn client(&self) -> Result<(&Profile, &Client), AppError> {
-        match (&self.profile, &self.client) {
-            (Some(p), Some(c)) => Ok((p, c)),
-            _ => Err(app_error(
-                "desktop.not_enrolled",
-                "no gateway yet: enroll your key with `countersign enroll '<link>'` and restart",
-            )),
+    fn client(&self) -> Result<(Profile, Client), AppError> {
+        self.enrolled.lock().ok().and_then(|e| e.clone()).ok_or_else(|| {
+            app_error("desktop.not_enrolled", "enroll your key with the link an admin sent you first")
+        })
+    }
+
+    /// First run: enroll this key with an enrollment link and remember the gateway.
+    pub async fn enroll(&self, link: &str, label: &str) -> Result<Status, AppError> {
+        let link = countersign_client::EnrollmentLink::parse(link)?;
+        let client = Client::for_link(&link)?;
+        let enrolled = client.enroll(&link.code, label, self.key().await?, &self.ceremony()).await?;
+        let profile =
+            Profile { gateway: link.gateway.clone(), pin: link.pin.clone(), approver: enrolled.approver };
+        if let Some(dir) = &self.profile_dir {
+            profile.save(dir).map_err(|e| app_error("desktop.profile", e))?;
         }
+        if let Ok(mut e) = self.enrolled.lock() {
+            *e = Some((profile, client));
+        }
+        Ok(self.status().await)
+    }
+
+    /// Lock: forget the session; the next action needs the key again.
+    pub async fn lock(&self) -> Status {
+        *self.session.lock().await = None;
+        self.prepared.lock().await.clear();
+        self.status().await
     }
 
     async fn session(&self) -> Result<Session, AppError> {
@@ -147,9 +175,10 @@ impl Desktop {
     }
 
     pub async fn status(&self) -> Status {
+        let profile = self.enrolled.lock().ok().and_then(|e| e.as_ref().map(|(p, _)| p.clone()));
         Status {
-            gateway: self.profile.as_ref().map(|p| p.gateway.clone()).unwrap_or_default(),
-            approver: self.profile.as_ref().map(|p| p.approver.clone()),
+            gateway: profile.as_ref().map(|p| p.gateway.clone()).unwrap_or_default(),
+            approver: profile.map(|p| p.approver),
             logged_in: self.session.lock().await.is_some(),
             software_key: !matches!(self.key, KeySource::Usb),
             demo_pin: self.demo_pin.clone(),
@@ -160,7 +189,7 @@ impl Desktop {
         let (profile, client) = self.client()?;
         let session = client.login(&profile.approver, self.key().await?, &self.ceremony()).await?;
         *self.session.lock().await = Some(session.clone());
-        self.follow_events(client.clone(), session);
+        self.follow_events(client, session);
         Ok(self.status().await)
     }
 

@@ -25,6 +25,16 @@ async fn login(d: State<'_, Desktop>) -> Result<Status, AppError> {
 }
 
 #[tauri::command]
+async fn enroll(d: State<'_, Desktop>, link: String, label: String) -> Result<Status, AppError> {
+    d.enroll(&link, &label).await
+}
+
+#[tauri::command]
+async fn lock(d: State<'_, Desktop>) -> Result<Status, AppError> {
+    Ok(d.lock().await)
+}
+
+#[tauri::command]
 async fn pending(d: State<'_, Desktop>) -> Result<Vec<VerifiedOperation>, AppError> {
     d.pending().await
 }
@@ -78,7 +88,13 @@ fn main() {
                 #[cfg(feature = "demo")]
                 {
                     let setup = tauri::async_runtime::block_on(demo::start())?;
-                    Desktop::new(handle, Some(setup.profile), KeySource::Soft(setup.key), Some(setup.pin))
+                    Desktop::new(
+                        handle,
+                        Some(setup.profile),
+                        None,
+                        KeySource::Soft(setup.key),
+                        Some(setup.pin),
+                    )
                 }
                 #[cfg(not(feature = "demo"))]
                 {
@@ -87,7 +103,7 @@ fn main() {
             } else {
                 let dir = countersign_client::profile::dir(None);
                 let profile = countersign_client::Profile::load(&dir).ok();
-                Desktop::new(handle, profile, KeySource::Usb, None)
+                Desktop::new(handle, profile, Some(dir), KeySource::Usb, None)
             };
             let desktop = desktop.map_err(|e| format!("{e:?}"))?;
             app.manage(desktop);
@@ -95,7 +111,9 @@ fn main() {
         })
         .invoke_handler(tauri::generate_handler![
             status,
+            enroll,
             login,
+            lock,
             pending,
             prepare_decision,
             sign_decision,

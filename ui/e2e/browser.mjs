@@ -69,6 +69,18 @@ for (const scheme of ["light", "dark"]) {
   });
 }
 
+await check("first run: enroll from a link", async () => {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
+  await page.goto(`${base}?first-run`);
+  await page.getByTestId("enroll-link").fill("countersign://enroll?gateway=https%3A%2F%2Fgw.example&code=K7QF2M&pin=sha256%2F…");
+  await page.screenshot({ path: join(shots, "enroll.png") });
+  await page.getByTestId("enroll").click();
+  await page.getByTestId("pin").fill("4821");
+  await page.getByTestId("pin-ok").click();
+  await page.getByTestId("login").waitFor();
+  await page.close();
+});
+
 await check("a cancelled touch is a clear error", async () => {
   const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
   await page.goto(`${base}?never-touched`);

@@ -113,4 +113,40 @@ describe("Countersign Desktop UI", () => {
     await until(() => all("row").length === 2, "second row");
     expect(q("live")!.textContent).toContain("event 42");
   });
+
+  test("first run: a bad link is refused clearly, a good one enrolls the key with PIN and touch", async () => {
+    const backend = new FakeBackend({ unenrolled: true });
+    document.body.innerHTML = '<div id="app"></div>';
+    await new App(document.getElementById("app")!, backend).start();
+    expect(q("login")).toBeNull();
+    (q("enroll-link") as HTMLTextAreaElement).value = "https://not-a-link";
+    q("enroll")!.click();
+    expect((await until(() => q("dialog-error"), "error")).textContent).toContain("[client.link]");
+    q("dialog-close")!.click();
+    (q("enroll-link") as HTMLTextAreaElement).value = "countersign://enroll?gateway=https%3A%2F%2Fgw&code=ABC&pin=x";
+    (q("enroll-label") as HTMLInputElement).value = "desk key";
+    q("enroll")!.click();
+    await typePin("4821");
+    await until(() => q("login"), "login screen after enrollment");
+    expect(backend.enrolledWith).toEqual({ link: "countersign://enroll?gateway=https%3A%2F%2Fgw&code=ABC&pin=x", label: "desk key" });
+  });
+
+  test("idle for too long: the app locks and the key is needed again", async () => {
+    const backend = new FakeBackend();
+    document.body.innerHTML = '<div id="app"></div>';
+    await new App(document.getElementById("app")!, backend, () => Date.now(), 60).start();
+    q("login")!.click();
+    await typePin("4821");
+    await until(() => all("row").length > 0, "inbox");
+    await until(() => q("login"), "locked after 60 ms idle");
+    expect(document.getElementById("toast")!.textContent).toContain("Locked after inactivity");
+    expect((await backend.status()).loggedIn).toBe(false);
+  });
+
+  test("the lock button locks at once", async () => {
+    await loggedIn(new FakeBackend());
+    q("lock")!.click();
+    await until(() => q("login"), "login screen");
+    expect(all("row")).toHaveLength(0);
+  });
 });

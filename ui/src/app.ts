@@ -16,6 +16,8 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 }
 
 const ROW_HEIGHT = 76;
+/** Lock after this long without a click or a key press. */
+export const IDLE_LOCK_MS = 5 * 60 * 1000;
 const TOUCH_SECONDS = 30;
 
 function errorText(e: unknown): string {
@@ -37,11 +39,15 @@ export class App {
   private root: HTMLElement;
   private overlay: HTMLElement;
 
+  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+
   constructor(
     host: HTMLElement,
     private backend: Backend,
     private now: () => number = () => Date.now(),
+    private idleMs: number = IDLE_LOCK_MS,
   ) {
+    for (const event of ["pointerdown", "keydown"]) document.addEventListener(event, () => this.armIdleLock(), { passive: true });
     this.root = h("div", { id: "content" });
     this.overlay = h("div", { id: "overlay" });
     host.replaceChildren(this.root, this.overlay);
@@ -58,8 +64,28 @@ export class App {
     if (this.status.loggedIn) {
       this.live = "live";
       await this.refresh();
+      this.armIdleLock();
     }
     this.render();
+  }
+
+  /** (Re)start the idle timer; when it fires with nothing in progress, lock. */
+  private armIdleLock(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (!this.status?.loggedIn) return;
+    this.idleTimer = setTimeout(() => {
+      if (this.busy) this.armIdleLock();
+      else void this.lock("Locked after inactivity: log in with your key to continue.");
+    }, this.idleMs);
+  }
+
+  async lock(message = "Locked."): Promise<void> {
+    this.status = await this.backend.lock();
+    this.ops = [];
+    this.selected = null;
+    this.live = "";
+    this.render();
+    this.toast(message);
   }
 
   async refresh(): Promise<void> {
@@ -87,7 +113,7 @@ export class App {
           )
         : null,
       h("header", { id: "header" }),
-      s?.loggedIn ? this.renderMain() : this.renderLogin(),
+      !s?.approver ? this.renderEnroll() : s.loggedIn ? this.renderMain() : this.renderLogin(),
       h("div", { id: "toast", role: "status" }),
     ];
     this.root.replaceChildren(...parts.filter((p): p is Node => p !== null));
@@ -104,7 +130,32 @@ export class App {
       h("span", { class: "muted" }, `${this.status.approver ?? "not enrolled"} @ ${this.status.gateway}`),
       h("span", { class: "live", "data-testid": "live" }, this.live),
     );
-    if (this.status.loggedIn) header.append(freeze);
+    if (this.status.loggedIn) {
+      const lock = h("button", { "data-testid": "lock" }, "Lock");
+      lock.onclick = () => void this.lock();
+      header.append(lock, freeze);
+    }
+  }
+
+  private renderEnroll(): HTMLElement {
+    const link = h("textarea", { rows: "3", "data-testid": "enroll-link", placeholder: "countersign://enroll?gateway=…&code=…&pin=…" });
+    const label = h("input", { type: "text", value: "security key", "data-testid": "enroll-label", "aria-label": "A name for this key" });
+    const button = h("button", { class: "primary", "data-testid": "enroll" }, "Enroll this key");
+    button.onclick = () =>
+      void this.withCeremony("Enroll your key", async () => {
+        this.status = await this.backend.enroll(link.value.trim(), label.value.trim() || "security key");
+        this.render();
+        return "Enrolled. Log in with your key (if an admin invited you, it counts once the admins approve).";
+      });
+    return h(
+      "main",
+      { class: "login" },
+      h("h2", {}, "Enroll your security key"),
+      h("p", {}, "Paste the enrollment link an admin gave you. It names the gateway and pins its key: nothing else will be trusted."),
+      link,
+      h("p", {}, label),
+      button,
+    );
   }
 
   private renderLogin(): HTMLElement {
@@ -234,6 +285,7 @@ export class App {
       this.status = await this.backend.login();
       this.live = "live";
       await this.refresh();
+      this.armIdleLock();
       return "Logged in.";
     });
   }

@@ -5,7 +5,11 @@ import type { Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } fr
  * the session stays in Rust, and a PIN is handed over once, to the key ceremony. */
 export interface Backend {
   status(): Promise<Status>;
+  /** First run: register this key with an enrollment link from an admin. */
+  enroll(link: string, label: string): Promise<Status>;
   login(): Promise<Status>;
+  /** Forget the session (after idle, or on request): the key is needed again. */
+  lock(): Promise<Status>;
   pending(): Promise<Operation[]>;
   /** Ask the gateway for a challenge: the operation as verified in Rust. */
   prepare(id: string, decision: Decision): Promise<Operation>;

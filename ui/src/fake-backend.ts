@@ -42,6 +42,8 @@ export interface FakeOptions {
   pin?: string;
   /** Never "touched": sign waits until cancelled. */
   neverTouched?: boolean;
+  /** Not enrolled yet (first run). */
+  unenrolled?: boolean;
   operations?: Operation[];
 }
 
@@ -56,9 +58,12 @@ export class FakeBackend implements Backend {
   private cancelWaiter: (() => void) | null = null;
   private retries = 8;
   private loggedIn = false;
+  private approver: string | null;
+  enrolledWith: { link: string; label: string } | null = null;
 
   constructor(private options: FakeOptions = {}) {
     this.ops = options.operations ?? [sampleOperation(1), sampleOperation(2, "40")];
+    this.approver = options.unenrolled ? null : "alice";
   }
 
   private prompt(p: KeyPrompt) {
@@ -71,7 +76,28 @@ export class FakeBackend implements Backend {
   }
 
   async status(): Promise<Status> {
-    return { gateway: "https://fake.gateway", approver: "alice", loggedIn: this.loggedIn, softwareKey: true, demoPin: this.options.pin ?? "4821" };
+    return {
+      gateway: this.approver ? "https://fake.gateway" : "",
+      approver: this.approver,
+      loggedIn: this.loggedIn,
+      softwareKey: true,
+      demoPin: this.options.pin ?? "4821",
+    };
+  }
+
+  async enroll(link: string, label: string): Promise<Status> {
+    if (!link.startsWith("countersign://enroll?")) {
+      throw { code: "client.link", message: "enrollment link: it must start with countersign://enroll?" } satisfies AppError;
+    }
+    await this.ceremony();
+    this.approver = "alice";
+    this.enrolledWith = { link, label };
+    return this.status();
+  }
+
+  async lock(): Promise<Status> {
+    this.loggedIn = false;
+    return this.status();
   }
 
   async login(): Promise<Status> {

@@ -13,6 +13,7 @@ async function backend(): Promise<Backend> {
   return new FakeBackend({
     operations: Array.from({ length: count }, (_, i) => sampleOperation(i + 1, String(10 + (i % 50)))),
     neverTouched: params.has("never-touched"),
+    unenrolled: params.has("first-run"),
   });
 }
 

@@ -6,7 +6,9 @@ import type { Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } fr
 /** The real backend: one Tauri command per call (see src-tauri/src/commands.rs). */
 export const tauriBackend: Backend = {
   status: () => invoke<Status>("status"),
+  enroll: (link: string, label: string) => invoke<Status>("enroll", { link, label }),
   login: () => invoke<Status>("login"),
+  lock: () => invoke<Status>("lock"),
   pending: () => invoke<Operation[]>("pending"),
   prepare: (id: string, decision: Decision) => invoke<Operation>("prepare_decision", { id, decision }),
   sign: (id: string, reason: string | null) => invoke<Outcome>("sign_decision", { id, reason }),
