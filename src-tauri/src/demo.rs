@@ -3,14 +3,13 @@
 //! in this window) and a colleague (carol) who approves a few seconds after you.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use countersign_client::{Client, Profile, Update};
 use countersign_core::Decision;
 use countersign_core::operation::Role;
 use countersign_gateway::demo::{Bot, Embedded};
-use countersign_keys::{Ceremony, KeyInfo, Pin, PinRequest, Prompt};
+use countersign_keys::Ceremony;
 use countersign_softkey::SoftKey;
 
 /// The demo keys' PIN, shown in the window's banner.
@@ -23,26 +22,9 @@ pub struct Setup {
     pub pin: String,
 }
 
-/// The colleague at her software key: types the PIN, touches at once.
-#[derive(Debug)]
-struct Colleague;
-
-impl Prompt for Colleague {
-    fn choose_key(&self, _keys: &[KeyInfo]) -> Option<usize> {
-        Some(0)
-    }
-    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
-        Some(Pin::new(PIN.to_owned()))
-    }
-    fn confirm_last_retry(&self) -> bool {
-        false
-    }
-    fn touch(&self) {}
-    fn processing(&self) {}
-}
-
+/// The colleague (and the demo's enrollment) at a software key: types the PIN.
 fn ceremony() -> Ceremony {
-    Ceremony::new(Arc::new(Colleague))
+    countersign_softkey::SimulatedPerson::new(PIN).ceremony()
 }
 
 fn fail(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {

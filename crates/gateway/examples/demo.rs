@@ -19,7 +19,7 @@ use countersign_core::{Decision, canonical};
 use countersign_gateway::clock::SystemClock;
 use countersign_gateway::config::Config;
 use countersign_gateway::{AppState, approvers, serve};
-use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
+use countersign_keys::Ceremony;
 use countersign_softkey::SoftKey;
 use data_encoding::BASE64URL_NOPAD;
 use serde_json::{Value, json};
@@ -228,25 +228,8 @@ const DEMO_PIN: &str = "4821";
 
 /// The demo's approvers at their software keys: the PIN is typed for them (through
 /// the same PIN protocol a USB key speaks) and the touch is immediate.
-#[derive(Debug)]
-struct DemoPerson;
-
-impl Prompt for DemoPerson {
-    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
-        Some(0)
-    }
-    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
-        Some(Pin::new(DEMO_PIN.to_owned()))
-    }
-    fn confirm_last_retry(&self) -> bool {
-        false
-    }
-    fn touch(&self) {}
-    fn processing(&self) {}
-}
-
 fn ceremony() -> Ceremony {
-    Ceremony::new(Arc::new(DemoPerson))
+    countersign_softkey::SimulatedPerson::new(DEMO_PIN).ceremony()
 }
 
 async fn sign_and_send(

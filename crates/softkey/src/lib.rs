@@ -488,3 +488,39 @@ impl<T: Token> Token for KeyOrSoft<T> {
         }
     }
 }
+
+/// A simulated person at a software key, for tests and the demo: types `pin` when
+/// asked and never spends a last retry. When the touch happens is the key's
+/// [`Presence`].
+#[derive(Debug, Clone)]
+pub struct SimulatedPerson {
+    pin: String,
+}
+
+impl SimulatedPerson {
+    /// Someone who knows `pin`.
+    #[must_use]
+    pub fn new(pin: &str) -> SimulatedPerson {
+        SimulatedPerson { pin: pin.to_owned() }
+    }
+
+    /// A key ceremony with this person at the key.
+    #[must_use]
+    pub fn ceremony(&self) -> countersign_keys::Ceremony {
+        countersign_keys::Ceremony::new(Arc::new(self.clone()))
+    }
+}
+
+impl countersign_keys::Prompt for SimulatedPerson {
+    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
+        Some(0)
+    }
+    fn pin(&self, _request: &countersign_keys::PinRequest) -> Option<countersign_keys::Pin> {
+        Some(countersign_keys::Pin::new(self.pin.clone()))
+    }
+    fn confirm_last_retry(&self) -> bool {
+        false
+    }
+    fn touch(&self) {}
+    fn processing(&self) {}
+}

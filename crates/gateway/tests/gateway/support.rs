@@ -512,32 +512,15 @@ pub fn policy_toml(p: &Policy) -> String {
 
 use countersign_client::{Client, EnrollmentLink, Session};
 use countersign_core::operation::Role;
-use countersign_keys::{Ceremony, Pin, PinRequest, Prompt};
+use countersign_keys::Ceremony;
 use countersign_softkey::SoftKey;
 
 /// The software keys' PIN in tests.
 pub const KEY_PIN: &str = "4821";
 
-/// An approver at the key: types the PIN, touches when asked.
-#[derive(Debug)]
-pub struct TypesPin;
-
-impl Prompt for TypesPin {
-    fn choose_key(&self, _keys: &[countersign_keys::KeyInfo]) -> Option<usize> {
-        Some(0)
-    }
-    fn pin(&self, _request: &PinRequest) -> Option<Pin> {
-        Some(Pin::new(KEY_PIN.to_owned()))
-    }
-    fn confirm_last_retry(&self) -> bool {
-        false
-    }
-    fn touch(&self) {}
-    fn processing(&self) {}
-}
-
+/// An approver at a software key: types the PIN, touches when asked.
 pub fn ceremony() -> Ceremony {
-    Ceremony::new(Arc::new(TypesPin))
+    countersign_softkey::SimulatedPerson::new(KEY_PIN).ceremony()
 }
 
 pub fn soft_key() -> SoftKey {
