@@ -35,6 +35,8 @@ async fn enroll(
     gw: &Embedded,
     client: &Client,
     id: &str,
+    roles: &[Role],
+    groups: &[&str],
     key: &SoftKey,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let now = countersign_gateway::clock::Clock::now(gw.state.clock.as_ref());
@@ -42,8 +44,8 @@ async fn enroll(
         &gw.state,
         &id.parse().map_err(fail)?,
         id,
-        &BTreeSet::from([Role::Approver]),
-        &BTreeSet::from(["traders".parse().map_err(fail)?]),
+        &roles.iter().copied().collect(),
+        &groups.iter().map(|g| g.parse()).collect::<Result<BTreeSet<_>, _>>().map_err(fail)?,
         None,
         now,
     )
@@ -66,8 +68,11 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
     alice.set_presence(countersign_softkey::Presence::After(Duration::from_millis(900)));
     let carol = SoftKey::create(&dir.join("carol-softkey.json"), "carol's software key").map_err(fail)?;
     carol.set_pin(PIN).map_err(fail)?;
-    enroll(&gw, &client, "alice", &alice).await?;
-    enroll(&gw, &client, "carol", &carol).await?;
+    let erin = SoftKey::create(&dir.join("erin-softkey.json"), "erin's software key").map_err(fail)?;
+    erin.set_pin(PIN).map_err(fail)?;
+    enroll(&gw, &client, "erin", &[Role::Admin], &["admins"], &erin).await?;
+    enroll(&gw, &client, "alice", &[Role::Approver], &["traders"], &alice).await?;
+    enroll(&gw, &client, "carol", &[Role::Approver], &["traders"], &carol).await?;
     let bot = Bot::create(&gw, "key_bot1").await.map_err(fail)?;
 
     eprintln!(
@@ -76,6 +81,7 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
          bot      key_bot1 sends a withdrawal every 4 s: small ones are released, large ones wait for two traders\n\
          you      alice, in the window: log in and approve with PIN {PIN}\n\
          carol    your colleague approves 3 s after you\n\
+         erin     the demo admin (her software key: erin-softkey.json in the demo directory)\n\
          stop     close the window (or Ctrl-C here)\n",
         gw.base,
         dir.display()
