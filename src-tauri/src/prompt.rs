@@ -52,10 +52,12 @@ impl WindowPrompt {
         }
     }
 
-    /// Wait for one answer, ignoring any left over from an earlier prompt.
-    fn answer<T>(rx: &Mutex<Receiver<T>>) -> Option<T> {
+    /// Show `payload` and wait for one answer. Answers left over from an earlier
+    /// prompt are dropped first, before the window can answer this one.
+    fn ask<T>(&self, rx: &Mutex<Receiver<T>>, payload: serde_json::Value) -> Option<T> {
         let rx = rx.lock().ok()?;
         while rx.try_recv().is_ok() {}
+        self.emit(payload);
         // Timed out or closed: no answer, which cancels the ceremony.
         rx.recv_timeout(ANSWER_TIMEOUT).ok()
     }
@@ -68,17 +70,16 @@ impl Prompt for WindowPrompt {
     }
 
     fn pin(&self, request: &PinRequest) -> Option<Pin> {
-        self.emit(json!({
+        let payload = json!({
             "kind": "pin",
             "retriesLeft": request.retries_left,
             "previousWrong": request.previous_attempt_wrong,
-        }));
-        Self::answer(&self.pins).flatten().filter(|p| !p.is_empty()).map(Pin::new)
+        });
+        self.ask(&self.pins, payload).flatten().filter(|p| !p.is_empty()).map(Pin::new)
     }
 
     fn confirm_last_retry(&self) -> bool {
-        self.emit(json!({ "kind": "last-retry" }));
-        Self::answer(&self.confirms).unwrap_or(false)
+        self.ask(&self.confirms, json!({ "kind": "last-retry" })).unwrap_or(false)
     }
 
     fn touch(&self) {

@@ -1,6 +1,8 @@
 //! Typed calls to the gateway. Every ceremony is one call here: ask the gateway,
 //! check what it says, let the key sign, send the signature.
 
+use std::sync::Arc;
+
 use countersign_core::Decision;
 use countersign_keys::{Ceremony, Token};
 use serde::Deserialize;
@@ -74,6 +76,8 @@ pub struct DecisionChallenge {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(crate) transport: Transport,
+    /// The origin the gateway expects in clientDataJSON, asked once.
+    origin: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// The gateway's error from a non-2xx response.
@@ -103,7 +107,7 @@ impl Client {
     /// # Errors
     /// [`Error::Insecure`] for any other combination.
     pub fn new(base: &str, pin: Option<&str>) -> Result<Client> {
-        Ok(Client { transport: Transport::new(base, pin)? })
+        Ok(Client { transport: Transport::new(base, pin)?, origin: Arc::default() })
     }
 
     /// A client for the gateway an enrollment link names, pinned to its key.
@@ -157,6 +161,11 @@ impl Client {
         decode(self.get("/v1/info", None).await?, "info")
     }
 
+    /// The WebAuthn origin, from `/v1/info` the first time it is needed.
+    async fn origin(&self) -> Result<&str> {
+        self.origin.get_or_try_init(|| async { Ok(self.info().await?.origin) }).await.map(String::as_str)
+    }
+
     /// Enroll a key with a single-use code: the gateway's options, `makeCredential`
     /// on the key (PIN, touch), the attestation back to the gateway.
     ///
@@ -169,11 +178,10 @@ impl Client {
         token: T,
         ceremony: &Ceremony,
     ) -> Result<Enrolled> {
-        let info = self.info().await?;
+        let origin = self.origin().await?;
         let start = self.post("/v1/enroll/start", None, json!({ "code": code })).await?;
         let options: CreationChallengeResponse = decode(start["options"].clone(), "enrollment options")?;
-        let credential =
-            countersign_keys::register(token, ceremony, options.public_key, &info.origin).await?;
+        let credential = countersign_keys::register(token, ceremony, options.public_key, origin).await?;
         let done = self
             .post(
                 "/v1/enroll/finish",
@@ -190,9 +198,9 @@ impl Client {
         token: T,
         ceremony: &Ceremony,
     ) -> Result<webauthn_rs_proto::PublicKeyCredential> {
-        let info = self.info().await?;
+        let origin = self.origin().await?;
         let options: RequestChallengeResponse = decode(start["options"].clone(), "assertion options")?;
-        Ok(countersign_keys::sign_standard(token, ceremony, options.public_key, &info.origin).await?)
+        Ok(countersign_keys::sign_standard(token, ceremony, options.public_key, origin).await?)
     }
 
     /// Log in with the key: a short-lived session.
@@ -270,10 +278,9 @@ impl Client {
         token: T,
         ceremony: &Ceremony,
     ) -> Result<Value> {
-        let info = self.info().await?;
+        let origin = self.origin().await?;
         let options = challenge.options.public_key;
-        let cdj =
-            challenge.operation.client_data_json(&options.challenge, &info.origin, challenge.decision)?;
+        let cdj = challenge.operation.client_data_json(&options.challenge, origin, challenge.decision)?;
         let credential = countersign_keys::sign(token, ceremony, options, cdj).await?;
         let path = format!("/v1/operations/{}/decisions", challenge.operation.operation.id);
         self.post(

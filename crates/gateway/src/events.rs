@@ -6,6 +6,7 @@
 //! reads new entries after each local commit, and at least every second for commits
 //! made by other instances. Heartbeats keep proxies from closing idle streams.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -28,11 +29,16 @@ const VISIBLE: &[&str] = &[
     "freeze.on",
 ];
 
+/// Operations whose audience a stream has already worked out (it never changes for
+/// an operation), so each is read once per stream rather than once per event.
+type Audience = HashMap<String, bool>;
+const AUDIENCE_CACHE: usize = 4096;
+
 /// Whether a person may see an entry: the freeze goes to everyone; an operation's
 /// events go to the people who may act on it — members of a group its quorum names
 /// (withdrawals: approvers; administrative operations: admins, as
 /// `core::certificate::deciding_role` says).
-async fn visible(state: &AppState, entry: &AuditEntry, who: &Session) -> bool {
+async fn visible(state: &AppState, entry: &AuditEntry, who: &Session, seen: &mut Audience) -> bool {
     if !VISIBLE.contains(&entry.event.as_str()) {
         return false;
     }
@@ -40,6 +46,9 @@ async fn visible(state: &AppState, entry: &AuditEntry, who: &Session) -> bool {
         return true;
     }
     let Some(id) = entry.operation.as_deref() else { return false };
+    if let Some(known) = seen.get(id) {
+        return *known;
+    }
     let record = match state.store.operation(id).await {
         Ok(Some(r)) => r,
         Ok(None) => return false,
@@ -48,14 +57,17 @@ async fn visible(state: &AppState, entry: &AuditEntry, who: &Session) -> bool {
             return false;
         }
     };
-    if !who.approver.roles.contains(&deciding_role(&record.operation)) {
-        return false;
-    }
     let groups = record.verdict["quorum"]["groups"].as_array().cloned().unwrap_or_default();
-    groups
-        .iter()
-        .filter_map(|g| g["group"].as_str())
-        .any(|g| who.approver.groups.iter().any(|mine| mine.as_str() == g))
+    let mine = who.approver.roles.contains(&deciding_role(&record.operation))
+        && groups
+            .iter()
+            .filter_map(|g| g["group"].as_str())
+            .any(|g| who.approver.groups.iter().any(|mine| mine.as_str() == g));
+    if seen.len() >= AUDIENCE_CACHE {
+        seen.clear();
+    }
+    seen.insert(id.to_owned(), mine);
+    mine
 }
 
 fn to_event(entry: &AuditEntry) -> Event {
@@ -80,20 +92,20 @@ pub fn stream(
             Some(seq) => seq,
             None => state.store.audit_head().await.unwrap_or(0),
         };
-        (state, who, head, Vec::<AuditEntry>::new())
+        (state, who, head, Vec::<AuditEntry>::new(), Audience::new())
     };
     let events = futures_util::stream::once(start).flat_map(|init| {
-        futures_util::stream::unfold(init, |(state, who, mut seen, mut queue)| async move {
+        futures_util::stream::unfold(init, |(state, who, mut seen, mut queue, mut audience)| async move {
             loop {
                 if let Some(entry) = (!queue.is_empty()).then(|| queue.remove(0)) {
-                    return Some((Ok(to_event(&entry)), (state, who, seen, queue)));
+                    return Some((Ok(to_event(&entry)), (state, who, seen, queue, audience)));
                 }
                 match state.store.audit_after(seen, 200).await {
                     Ok(batch) if !batch.is_empty() => {
                         seen = batch.last().map_or(seen, |e| i64::try_from(e.seq).unwrap_or(seen));
                         queue.clear();
                         for entry in batch {
-                            if visible(&state, &entry, &who).await {
+                            if visible(&state, &entry, &who, &mut audience).await {
                                 queue.push(entry);
                             }
                         }

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crypto_glue::traits::{DecodePem, EncodeDer, EncodePem, LineEndingPem, ToExtension};
+use crypto_glue::traits::{EncodeDer, EncodePem, LineEndingPem, ToExtension};
 use crypto_glue::x509::profile::BuilderProfile;
 use crypto_glue::x509::{
     BasicConstraints, Builder, CertBuilderError, Certificate, CertificateBuilder, Extension, GeneralName,
@@ -20,8 +20,9 @@ use crypto_glue::x509::{
     TbsCertificate, Time, Validity,
 };
 use p256::ecdsa::{DerSignature, SigningKey};
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use p256::pkcs8::EncodePrivateKey;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -91,20 +92,19 @@ impl Tls {
             (None, None) => self_signed(&data_dir.join("tls"), &config.names)?,
             _ => return Err(Error::internal("[tls] needs both cert_file and key_file, or neither")),
         };
-        let certs: Vec<CertificateDer<'static>> =
-            pem_blocks(&cert_pem, "CERTIFICATE")?.into_iter().map(CertificateDer::from).collect();
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::internal(format!("[tls] certificate: {e}")))?;
         let leaf = certs.first().ok_or_else(|| Error::internal("[tls] no certificate in cert_file"))?;
         let pin = spki_pin(leaf)?;
-        let key = pem_blocks(&key_pem, "PRIVATE KEY")?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::internal("[tls] no PKCS#8 PRIVATE KEY in key_file"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| Error::internal(format!("[tls] no private key in key_file: {e}")))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::internal(format!("[tls] {e}")))?
             .with_no_client_auth()
-            .with_single_cert(certs, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
+            .with_single_cert(certs, key)
             .map_err(|e| Error::internal(format!("[tls] certificate and key: {e}")))?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server)), pin })
@@ -119,26 +119,6 @@ impl Tls {
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::internal(format!("[tls] {}: {e}", path.display())))
-}
-
-/// The DER bodies of every PEM block with this label.
-fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find(&begin) {
-        let body = &rest[start + begin.len()..];
-        let stop = body.find(&end).ok_or_else(|| Error::internal(format!("[tls] unterminated {label}")))?;
-        let b64: String = body[..stop].chars().filter(|c| !c.is_whitespace()).collect();
-        out.push(
-            data_encoding::BASE64
-                .decode(b64.as_bytes())
-                .map_err(|e| Error::internal(format!("[tls] {label}: {e}")))?,
-        );
-        rest = &body[stop + end.len()..];
-    }
-    Ok(out)
 }
 
 struct ServerProfile {
@@ -216,10 +196,6 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<(String, String)> {
     std::fs::create_dir_all(dir).map_err(|e| fail(&e.to_string()))?;
     crate::keys::write_private(&key_path, key_pem.as_bytes()).map_err(|e| fail(&e.to_string()))?;
     std::fs::write(&cert_path, cert_pem.as_bytes()).map_err(|e| fail(&e.to_string()))?;
-    // Re-read what was written, so a broken file fails now rather than later.
-    let _ = SigningKey::from_pkcs8_pem(&key_pem).map_err(|_| fail("key re-read"))?;
-    let _ = Certificate::from_pem(cert_pem.as_bytes()).map_err(|_| fail("certificate re-read"))?;
-    let _ = cert.to_der();
     Ok((cert_pem, key_pem.to_string()))
 }
 
@@ -310,5 +286,19 @@ mod tests {
         }
         let other = tempfile::tempdir().unwrap();
         assert_ne!(Tls::load(&config, other.path()).unwrap().pin(), first.pin(), "a fresh key elsewhere");
+
+        // The same pair given as files is the same key; one file alone is refused.
+        let files = TlsConfig {
+            cert_file: Some(dir.path().join("tls/cert.pem")),
+            key_file: Some(dir.path().join("tls/key.pem")),
+            names: vec![],
+        };
+        assert_eq!(Tls::load(&files, other.path()).unwrap().pin(), first.pin());
+        let half = TlsConfig { key_file: None, ..files.clone() };
+        assert!(Tls::load(&half, other.path()).is_err());
+        let garbage = other.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let bad = TlsConfig { cert_file: Some(garbage), ..files };
+        assert!(Tls::load(&bad, other.path()).is_err());
     }
 }

@@ -153,8 +153,11 @@ impl Device {
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.master)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        // HMAC pads a short key with zeros to the block size (RFC 2104); doing it here
+        // makes the construction infallible.
+        let mut key = [0u8; 64];
+        key[..32].copy_from_slice(&self.master);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&key.into());
         for p in parts {
             mac.update(p);
         }
