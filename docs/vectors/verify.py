@@ -122,7 +122,7 @@ def _one_spelling(value):
 
 def main():
     failures = 0
-    files = sorted(p for p in HERE.glob("*.json") if p.name not in ("decode-errors.json", "certificate.json"))
+    files = sorted(p for p in HERE.glob("*.json") if p.name not in ("decode-errors.json", "certificate.json", "piv.json"))
     for path in files:
         v = json.loads(path.read_text(encoding="utf-8"))
         canonical = jcs(v["operation"])
@@ -147,6 +147,17 @@ def main():
         except Refused as e:
             failures += 1
             print(f"FAIL {v.name}: valid canonical bytes refused with {e.code}")
+    # The PIV approval message: SHA-256(domain || 0x00 || digest || decision || challenge).
+    piv = json.loads((HERE / "piv.json").read_text(encoding="utf-8"))
+    for case in piv["cases"]:
+        want = hashlib.sha256(
+            piv["domain"].encode() + b"\0" + bytes.fromhex(case["digest_hex"])
+            + case["decision"].encode() + bytes.fromhex(case["challenge_hex"])
+        ).hexdigest()
+        ok = want == case["message_hex"]
+        passed += ok
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} piv.json: {case['decision']}")
     # Each published bad input: steps 1-4 must give its error, or, for errors of
     # step 5 (schema and policy), must let it through to the schema check.
     errors = json.loads((HERE / "decode-errors.json").read_text(encoding="utf-8"))

@@ -151,6 +151,39 @@ enum AdminCommand {
         #[arg(long)]
         label: String,
     },
+    /// Every API key: owner, scopes, source allowlist, limit, expiry, last use.
+    ApiKeys,
+    /// Propose a new API key. Make the Ed25519 key pair where the bot runs and give
+    /// only its public half here: approvers sign exactly that key, and no secret
+    /// travels. It works after the admin quorum.
+    ApiKeyCreate {
+        /// Key id, e.g. key_mm2.
+        #[arg(long)]
+        id: String,
+        /// The person responsible for it (never counts as an approver of its withdrawals).
+        #[arg(long)]
+        owner: String,
+        /// What it is for ("market maker 2, Frankfurt").
+        #[arg(long)]
+        label: String,
+        /// Ed25519 public key, base64url without padding (32 bytes).
+        #[arg(long)]
+        public_key: String,
+        /// Scopes: read, withdraw (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<String>,
+        /// Allowed source CIDR blocks (repeat or comma-separate); none allows nothing.
+        #[arg(long = "allow-ip", value_delimiter = ',')]
+        allow_ip: Vec<String>,
+        /// Refuse single withdrawals worth more than this (reference currency).
+        #[arg(long)]
+        max_value: Option<String>,
+        /// Stops working at this time (RFC 3339, e.g. 2027-06-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke an API key now. One admin suffices: revoking only removes power.
+    ApiKeyRevoke { id: String },
     /// Propose a new policy (JSON file).
     PolicyPropose { file: PathBuf },
     /// Propose any administrative action (JSON file: {"kind": …, "details": …}).
@@ -437,6 +470,37 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> Outcome {
             );
             return Ok(());
         }
+        AdminCommand::ApiKeys => {
+            let list = client.api_keys(&session).await?;
+            let lines: Vec<String> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    format!(
+                        "{}  {}  owner {}  scopes {}  allow {}  max {}  last used {}{}",
+                        k["id"].as_str().unwrap_or("?"),
+                        k["algorithm"].as_str().unwrap_or("?"),
+                        k["owner"].as_str().unwrap_or("?"),
+                        k["scopes"],
+                        k["ip_allowlist"],
+                        k["max_reference_value"].as_str().unwrap_or("none"),
+                        k["last_used_at"].as_str().unwrap_or("never"),
+                        if k["revoked_at"].is_null() { "" } else { "  REVOKED" }
+                    )
+                })
+                .collect();
+            ctx.print(if lines.is_empty() { "No API keys.".into() } else { lines.join("\n") }, list);
+            return Ok(());
+        }
+        AdminCommand::ApiKeyRevoke { id } => {
+            client.revoke_api_key(&session, &id).await?;
+            ctx.print(
+                format!("Revoked API key {id}; its requests are refused from now on."),
+                json!({"revoked": id}),
+            );
+            return Ok(());
+        }
         AdminCommand::AuditExport { out } => {
             let export = client.audit_export(&session).await?;
             match out {
@@ -456,6 +520,31 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> Outcome {
             "kind": "allowlist_add",
             "details": {"account": account, "network": network, "destination": {"address": address, "memo": memo}, "label": label},
         }),
+        AdminCommand::ApiKeyCreate {
+            id,
+            owner,
+            label,
+            public_key,
+            scope,
+            allow_ip,
+            max_value,
+            expires_at,
+        } => {
+            let mut scope = scope;
+            scope.sort();
+            scope.dedup();
+            let mut allow_ip = allow_ip;
+            allow_ip.sort();
+            allow_ip.dedup();
+            json!({
+                "kind": "api_key_create",
+                "details": {
+                    "key_id": id, "owner": owner, "label": label, "algorithm": "ed25519",
+                    "public_key": public_key, "scopes": scope, "ip_allowlist": allow_ip,
+                    "max_reference_value": max_value, "expires_at": expires_at,
+                },
+            })
+        }
         AdminCommand::PolicyPropose { file } => {
             let policy: Value = serde_json::from_slice(&read(&file)?)
                 .map_err(|e| local(format!("{}: {e}", file.display())))?;

@@ -340,6 +340,24 @@ impl Client {
         Ok(self.get("/v1/admin/approvers", Some(session)).await?["approvers"].clone())
     }
 
+    /// Admins: every API key (public fields; no secret ever leaves the gateway).
+    ///
+    /// # Errors
+    /// `admin.not_an_admin`, transport errors.
+    pub async fn api_keys(&self, session: &Session) -> Result<Value> {
+        Ok(self.get("/v1/admin/api-keys", Some(session)).await?["api_keys"].clone())
+    }
+
+    /// Admins: revoke an API key at once (no quorum: revoking only removes power).
+    ///
+    /// # Errors
+    /// `api_key.unknown`, `admin.not_an_admin`, transport errors.
+    pub async fn revoke_api_key(&self, session: &Session, id: &str) -> Result<()> {
+        let id = countersign_core::id::ApiKeyId::new(id).map_err(|e| Error::Protocol(e.to_string()))?;
+        let path = format!("/v1/admin/api-keys/{}/revoke", id.as_str());
+        self.post(&path, Some(session), json!({})).await.map(|_| ())
+    }
+
     /// Admins: propose an administrative change (an `Action` as JSON). It waits for
     /// the admin quorum; the operation is returned verified.
     ///

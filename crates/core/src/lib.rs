@@ -17,6 +17,7 @@
 //! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] |
 //! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
 //! | [`risk`] | risk signals about the initiating API key, [`risk::assess`] |
+//! | [`piv`] | the message a YubiKey PIV key signs for an approval, and its check |
 //! | [`certificate`] | quorum certificates, the approver registry, offline [`certificate::verify_quorum`] |
 //! | [`release`] | the signed release document and settlement's [`release::verify_release`] |
 //! | [`audit`] | the hash-chained audit log, signed checkpoints, [`audit::verify_export`] |
@@ -38,6 +39,7 @@ pub mod certificate;
 pub mod error;
 pub mod id;
 pub mod operation;
+pub mod piv;
 pub mod policy;
 pub mod quorum;
 pub mod release;

@@ -304,10 +304,18 @@ pub struct ApiKeyCreate {
     pub label: String,
     /// What it may do (sorted set).
     pub scopes: BTreeSet<Scope>,
-    /// How it signs.
+    /// How it signs. Only [`SigningAlgorithm::Ed25519`] through the quorum: an HMAC
+    /// secret would have to travel to the bot, while an Ed25519 key pair is made
+    /// where the bot runs and only its public half is approved.
     pub algorithm: SigningAlgorithm,
+    /// The Ed25519 public key, base64url without padding (32 bytes). Approvers sign
+    /// exactly the key that will be able to withdraw.
+    pub public_key: String,
     /// Source addresses allowed, as CIDR blocks (sorted set; empty allows none).
     pub ip_allowlist: BTreeSet<String>,
+    /// Refuse single withdrawals worth more than this (reference currency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_reference_value: Option<Amount>,
     /// When it stops working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
@@ -350,6 +358,19 @@ fn check_b64url(field: &str, s: &str) -> Result<()> {
         && s.len() <= 1366
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok { Ok(()) } else { Err(Error::InvalidOperation(format!("{field}: base64url without padding"))) }
+}
+
+/// Canonical base64url (no padding) of a valid Ed25519 point.
+fn check_ed25519_public_key(field: &str, s: &str) -> Result<()> {
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(s.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .filter(|b| data_encoding::BASE64URL_NOPAD.encode(b) == s);
+    match bytes.map(|b| ed25519_dalek::VerifyingKey::from_bytes(&b)) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(Error::InvalidOperation(format!("{field}: an Ed25519 public key, 32 bytes in base64url"))),
+    }
 }
 
 fn check_lower_hex(field: &str, s: &str, len: usize) -> Result<()> {
@@ -459,6 +480,17 @@ impl Operation {
             }
             Action::ApiKeyCreate(k) => {
                 check_text("label", &k.label)?;
+                if k.algorithm != SigningAlgorithm::Ed25519 {
+                    return Err(Error::InvalidOperation(
+                        "algorithm: only ed25519 keys are created through the quorum \
+                         (an HMAC secret would have to travel to the bot)"
+                            .into(),
+                    ));
+                }
+                check_ed25519_public_key("public_key", &k.public_key)?;
+                if k.scopes.is_empty() {
+                    return Err(Error::InvalidOperation("scopes: at least one scope".into()));
+                }
                 k.ip_allowlist.iter().try_for_each(|c| check_cidr(c))
             }
             Action::Unfreeze(u) => check_text("reason", &u.reason),

@@ -1166,6 +1166,28 @@ pub async fn propose_admin(
         Action::Unfreeze(u) => {
             return crate::intake::propose_unfreeze(state, &who.approver.id, &u.reason, now).await;
         }
+        Action::ApiKeyCreate(k) => {
+            if state.store.api_key(k.key_id.as_str()).await?.is_some() {
+                return Err(err(
+                    409,
+                    "api_key.exists",
+                    format!("an API key with id {} already exists", k.key_id),
+                ));
+            }
+            match approver(state, &k.owner).await? {
+                Some(a) if a.revoked_at.is_none() => {}
+                _ => {
+                    return Err(err(
+                        400,
+                        "api_key.unknown_owner",
+                        format!("{} is not an active approver; a key's owner must be a person here", k.owner),
+                    ));
+                }
+            }
+            if k.expires_at.is_some_and(|t| t <= now) {
+                return Err(err(400, "api_key.expired", "the key would expire before it is approved"));
+            }
+        }
         other => {
             return Err(err(
                 400,

@@ -239,6 +239,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/operations", post(admin_propose))
         .route("/v1/admin/enrollment-codes", post(admin_invite))
         .route("/v1/admin/approvers", get(admin_approvers))
+        .route("/v1/admin/api-keys", get(admin_api_keys))
+        .route("/v1/admin/api-keys/{id}/revoke", post(admin_revoke_api_key))
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/info", get(info))
         .route("/healthz", get(healthz))
@@ -768,6 +770,33 @@ async fn admin_approvers(State(state): State<AppState>, headers: HeaderMap) -> R
     let r = async {
         admin(&state, &headers).await?;
         Ok(axum::Json(json!({ "approvers": approvers::people(&state).await? })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+/// Every API key (public fields only: the HMAC salt never leaves the database).
+async fn admin_api_keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        admin(&state, &headers).await?;
+        Ok(axum::Json(json!({ "api_keys": state.store.api_keys().await? })).into_response())
+    };
+    respond(&state, r.await)
+}
+
+/// Revoke an API key at once. One admin suffices: revoking only removes power, and
+/// in an incident it must not wait for a quorum (creating a key needs one).
+async fn admin_revoke_api_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let r = async {
+        let who = admin(&state, &headers).await?;
+        if state.store.revoke_api_key(&id, who.approver.id.as_str(), state.clock.now()).await? {
+            Ok(axum::Json(json!({ "revoked": id })).into_response())
+        } else {
+            Err(Error::new(StatusCode::NOT_FOUND, "api_key.unknown", format!("no active API key {id}")))
+        }
     };
     respond(&state, r.await)
 }

@@ -517,9 +517,37 @@ impl Store {
     /// # Errors
     /// `api_key.exists` (409) when the id is taken; database errors.
     pub async fn insert_api_key(&self, k: &ApiKeyRecord, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if !self.insert_api_key_in(&mut tx, k, "host", now).await? {
+            return Err(Error::conflict(
+                "api_key.exists",
+                format!("an API key with id {} already exists", k.id),
+            ));
+        }
+        self.commit(tx).await
+    }
+
+    /// Store a new API key in a transaction and audit it as `actor`'s doing;
+    /// `false` (nothing written) when the id is taken.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_api_key_in(
+        &self,
+        tx: &mut AnyConnection,
+        k: &ApiKeyRecord,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
         let scopes = serde_json::to_string(&k.scopes).map_err(Error::internal)?;
         let allow = serde_json::to_string(&k.ip_allowlist).map_err(Error::internal)?;
-        let mut tx = self.pool.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = $1")
+            .bind(k.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Ok(false);
+        }
         let r = sqlx::query(
             "INSERT INTO api_keys (id, owner, label, algorithm, public_key, hmac_salt, scopes, ip_allowlist, \
              max_reference_value, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -538,23 +566,18 @@ impl Store {
         .execute(&mut *tx)
         .await;
         match r {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(
-                    "api_key.exists",
-                    format!("an API key with id {} already exists", k.id),
-                ));
-            }
+            // Two writers raced past the check above: the loser writes nothing.
+            Err(e) if is_unique_violation(&e) => return Ok(false),
             r => r?,
         };
-        let event = AuditEvent::new("host", "api_key.created")
+        let event = AuditEvent::new(actor, "api_key.created")
             .detail("key_id", k.id.as_str())
             .detail("owner", k.owner.as_str())
             .detail("algorithm", algorithm_str(k.algorithm))
             .detail("scopes", scopes)
             .detail("ip_allowlist", allow);
-        self.append(&mut tx, &event, now).await?;
-        self.commit(tx).await?;
-        Ok(())
+        self.append(tx, &event, now).await?;
+        Ok(true)
     }
 
     /// One API key.
@@ -1099,7 +1122,28 @@ impl Store {
                 }
             }
             Action::ApiKeyCreate(k) => {
-                AuditEvent::new("quorum", "api_key_create.not_applied").detail("key_id", k.key_id.as_str())
+                let record = ApiKeyRecord {
+                    id: k.key_id.clone(),
+                    owner: k.owner.clone(),
+                    label: k.label.clone(),
+                    algorithm: k.algorithm,
+                    public_key: Some(k.public_key.clone()),
+                    hmac_salt: None,
+                    scopes: k.scopes.clone(),
+                    ip_allowlist: k.ip_allowlist.iter().cloned().collect(),
+                    max_reference_value: k.max_reference_value,
+                    created_at: now,
+                    expires_at: k.expires_at,
+                    revoked_at: None,
+                    last_used_at: None,
+                    last_used_ip: None,
+                };
+                if self.insert_api_key_in(tx, &record, "quorum", now).await? {
+                    return Ok(());
+                }
+                // The id was taken after the proposal: the approved key is not created
+                // under another key's name.
+                AuditEvent::new("quorum", "api_key.create_stale").detail("key_id", k.key_id.as_str())
             }
         };
         self.append(tx, &event, now).await.map(|_| ())

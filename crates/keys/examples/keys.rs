@@ -11,66 +11,17 @@
 //! `countersign` member, and verifies it. Nothing is stored.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
 use std::sync::Arc;
 
-use countersign_keys::{Ceremony, KeyInfo, Pin, PinRequest, Prompt};
+use countersign_keys::Ceremony;
 use webauthn_rs::WebauthnBuilder;
 use webauthn_rs::prelude::{AttestationCaList, Url, Uuid};
 
 const ORIGIN: &str = "https://countersign.example";
 
-/// The terminal as the [`Prompt`].
-#[derive(Debug)]
-struct Terminal;
-
-fn ask(question: &str) -> Option<String> {
-    print!("{question}");
-    std::io::stdout().flush().ok()?;
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).ok()?;
-    Some(line.trim().to_owned())
-}
-
-impl Prompt for Terminal {
-    fn choose_key(&self, keys: &[KeyInfo]) -> Option<usize> {
-        for (n, k) in keys.iter().enumerate() {
-            println!("  [{n}] {}", describe(k));
-        }
-        ask("Which key? ")?.parse().ok()
-    }
-    fn pin(&self, r: &PinRequest) -> Option<Pin> {
-        if r.previous_attempt_wrong {
-            println!("Wrong PIN.");
-        }
-        let retries = r.retries_left.map(|n| format!(" ({n} retries left)")).unwrap_or_default();
-        rpassword::prompt_password(format!("PIN{retries}: ")).ok().filter(|p| !p.is_empty()).map(Pin::new)
-    }
-    fn confirm_last_retry(&self) -> bool {
-        println!("ONE PIN retry is left: a wrong PIN now blocks this key for good.");
-        ask("Type 'spend it' to continue: ").as_deref() == Some("spend it")
-    }
-    fn touch(&self) {
-        println!("Touch your key now.");
-    }
-    fn processing(&self) {
-        println!("…");
-    }
-}
-
-fn describe(k: &KeyInfo) -> String {
-    format!(
-        "{}{} aaguid={} firmware={} versions={:?} pin={} retries={} credProtect={}",
-        if k.software { "SOFTWARE KEY (not a security key) " } else { "" },
-        k.label,
-        k.aaguid.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-        k.firmware.as_deref().unwrap_or("-"),
-        k.versions,
-        if k.pin_set { "set" } else { "NOT SET" },
-        k.pin_retries.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-        k.cred_protect,
-    )
-}
+#[path = "common/terminal.rs"]
+mod terminal;
+use terminal::{Terminal, describe};
 
 fn relying_party() -> Result<webauthn_rs::Webauthn, String> {
     WebauthnBuilder::new("countersign.example", &Url::parse(ORIGIN).map_err(|e| e.to_string())?)

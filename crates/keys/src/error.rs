@@ -58,6 +58,18 @@ pub enum Error {
     /// Anything else the key or the transport reported.
     #[error("security key error: {0}")]
     Device(String),
+
+    /// PIV: the card refused the management key.
+    #[error("the card refused the PIV management key: check it (ykman piv info) and try again")]
+    ManagementKeyRefused,
+
+    /// PIV: the PIN is blocked.
+    #[error("the PIV PIN is blocked: unblock it with the PUK (ykman piv access unblock-pin), then try again")]
+    PivPinBlocked,
+
+    /// PIV: the attestation does not prove a genuine key with the required policies.
+    #[error("the key's attestation was refused: {0}")]
+    Attestation(String),
 }
 
 impl Error {
@@ -80,6 +92,9 @@ impl Error {
             Error::Denied => "key.denied",
             Error::InvalidRequest(_) => "key.invalid_request",
             Error::Device(_) => "key.device",
+            Error::ManagementKeyRefused => "key.management_key_refused",
+            Error::PivPinBlocked => "key.pin_blocked",
+            Error::Attestation(_) => "key.attestation_refused",
         }
     }
 

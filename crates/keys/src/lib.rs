@@ -11,6 +11,7 @@
 //! | [`sign_standard`] | log in, freeze: `getAssertion` over a standard `webauthn.get` |
 //! | [`describe`] | model (AAGUID), firmware, PIN set, retries left |
 //! | [`usb`] (feature `usb`) | keys on `/dev/hidraw*` |
+//! | `piv` (feature `piv`) | YubiKey PIV over PC/SC: slot 9c with PIN-always and touch-always, Yubico attestation, approval signatures |
 //! | [`Prompt`] | choose a key, PIN with retries left, last-retry confirmation, touch, processing |
 //! | [`Error`] | one specific, human error per failure, with a stable [`Error::code`] |
 //!
@@ -21,6 +22,8 @@
 
 mod ctap;
 mod error;
+#[cfg(feature = "piv")]
+pub mod piv;
 mod prompt;
 #[cfg(feature = "usb")]
 pub mod usb;

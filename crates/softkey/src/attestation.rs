@@ -39,12 +39,12 @@ pub(crate) struct Attestation {
 }
 
 /// A P-256 key from a public label. Deterministic on purpose: see the module docs.
-fn labelled_key(label: &str) -> Result<SigningKey, Error> {
+pub(crate) fn labelled_key(label: &str) -> Result<SigningKey, Error> {
     let scalar = Sha256::digest(label.as_bytes());
     SigningKey::from_slice(&scalar).map_err(|_| Error::Crypto("labelled key is out of range"))
 }
 
-fn validity() -> Result<Validity, Error> {
+pub(crate) fn validity() -> Result<Validity, Error> {
     let at = |secs| Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
     match (at(NOT_BEFORE), at(NOT_AFTER)) {
         (Ok(from), Ok(to)) => Ok(Validity::new(from, to)),
@@ -52,15 +52,15 @@ fn validity() -> Result<Validity, Error> {
     }
 }
 
-fn name(dn: &str) -> Result<Name, Error> {
+pub(crate) fn name(dn: &str) -> Result<Name, Error> {
     Name::from_str(dn).map_err(|_| Error::Crypto("certificate name"))
 }
 
-fn spki(key: &SigningKey) -> Result<SubjectPublicKeyInfoOwned, Error> {
+pub(crate) fn spki(key: &SigningKey) -> Result<SubjectPublicKeyInfoOwned, Error> {
     SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).map_err(|_| Error::Crypto("public key info"))
 }
 
-fn serial(n: u8) -> Result<SerialNumber, Error> {
+pub(crate) fn serial(n: u8) -> Result<SerialNumber, Error> {
     SerialNumber::new(&[0x5c, 0x0f, 0x7c, n]).map_err(|_| Error::Crypto("serial number"))
 }
 

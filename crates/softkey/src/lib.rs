@@ -23,6 +23,8 @@
 mod attestation;
 mod ctap;
 mod pin;
+#[cfg(feature = "piv")]
+pub mod piv;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

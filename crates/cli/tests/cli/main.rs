@@ -287,6 +287,105 @@ async fn admins_invite_through_the_quorum_and_export_the_audit_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_created_through_the_quorum_and_revoked_by_one_admin() {
+    use ed25519_dalek::SigningKey;
+    let gw = Gateway::start_tls(Db::Sqlite).await;
+    let admin = [Role::Admin, Role::Approver];
+    let alice =
+        enrolled_with(bootstrap_link(&gw, "alice", &admin, &["admins", "traders"]).await, "alice").await;
+    let dave = enrolled_with(bootstrap_link(&gw, "dave", &admin, &["admins", "traders"]).await, "dave").await;
+    let erin = enrolled_with(bootstrap_link(&gw, "erin", &admin, &["admins", "traders"]).await, "erin").await;
+    // The bot makes its key pair where it runs; only the public half is proposed.
+    let bot = SigningKey::from_bytes(&[7u8; 32]);
+    let public_key = data_encoding::BASE64URL_NOPAD.encode(bot.verifying_key().as_bytes());
+    let (alice, erin) = blocking(move || {
+        let create = |key: &str| {
+            alice.run(
+                &[
+                    "admin",
+                    "api-key-create",
+                    "--id",
+                    "key_mm2",
+                    "--owner",
+                    "dave",
+                    "--label",
+                    "market maker 2, Frankfurt",
+                    "--public-key",
+                    key,
+                    "--scope",
+                    "read,withdraw",
+                    "--allow-ip",
+                    "127.0.0.0/8",
+                    "--max-value",
+                    "50000",
+                    "--json",
+                ],
+                "",
+            )
+        };
+        // Not an Ed25519 public key: refused before anyone is asked to approve.
+        let out = create("AAAA");
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("public_key"), "{out:?}");
+
+        let out = create(&public_key);
+        assert_eq!(out.code, 0, "{out:?}");
+        let op: Value = serde_json::from_str(&out.stdout).unwrap();
+        let details = &op["operation"]["action"]["details"];
+        assert_eq!(details["public_key"], public_key.as_str(), "approvers see the exact key: {out:?}");
+        assert_eq!(details["max_reference_value"], "50000");
+        let id = op["operation"]["id"].as_str().unwrap().to_owned();
+
+        let out = alice.run(&["admin", "api-keys"], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("No API keys."), "nothing exists before the quorum: {out:?}");
+
+        assert_eq!(dave.run(&["approve", &id], &format!("{PIN}\n")).code, 0);
+        let out = erin.run(&["approve", &id], &format!("{PIN}\n"));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("released"), "{out:?}");
+
+        let out = alice.run(&["admin", "api-keys"], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains("key_mm2  ed25519  owner dave") && out.stdout.contains("max 50000"),
+            "{out:?}"
+        );
+        let out = create(&public_key);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("api_key.exists"), "{out:?}");
+        (alice, erin)
+    })
+    .await;
+
+    // The approved key works, exactly as proposed.
+    let key = TestKey { id: "key_mm2".into(), secret: Secret::Ed25519(bot) };
+    let r = gw.withdraw(&key, &eth("0.5")).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.state(), "released", "{r:?}");
+    let r = gw.withdraw(&key, &eth("20")).await;
+    assert_eq!(r.state(), "denied", "the proposed per-request limit holds: {r:?}");
+
+    // One admin revokes it at once; a non-admin cannot.
+    blocking(move || {
+        let out = erin.run(&["admin", "api-key-revoke", "key_nope"], "");
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("api_key.unknown"), "{out:?}");
+        let out = alice.run(&["admin", "api-key-revoke", "key_mm2"], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        let out = alice.run(&["admin", "api-keys"], "");
+        assert!(out.stdout.contains("REVOKED"), "{out:?}");
+    })
+    .await;
+    let r = gw.withdraw(&key, &eth("0.5")).await;
+    assert_eq!(r.code(), "auth.key_revoked", "{r:?}");
+    let events = gw.audit_events().await;
+    for e in ["api_key.created", "api_key.revoked"] {
+        assert!(events.iter().any(|x| x == e), "{e} audited: {events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_has_its_message_and_exit_code() {
     let gw = Gateway::start_tls(Db::Sqlite).await;
     let person = Person::new();

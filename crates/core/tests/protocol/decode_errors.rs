@@ -142,6 +142,22 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "policy.invalid",
         ),
         (
+            "HMAC key through the quorum",
+            canonical_of("api-key-create").replacen("\"ed25519\"", "\"hmac_sha256\"", 1).into_bytes(),
+            "canonical.invalid_operation",
+        ),
+        (
+            "API public key one byte short",
+            canonical_of("api-key-create")
+                .replacen(
+                    "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+                    "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHU",
+                    1,
+                )
+                .into_bytes(),
+            "canonical.invalid_operation",
+        ),
+        (
             "set with a duplicate",
             canonical_of("api-key-create")
                 .replacen("[\"read\",\"withdraw\"]", "[\"read\",\"read\",\"withdraw\"]", 1)

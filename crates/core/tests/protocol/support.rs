@@ -209,7 +209,10 @@ pub fn every_kind() -> Vec<(&'static str, Operation)> {
                 label: "market maker 2, Frankfurt".into(),
                 scopes: BTreeSet::from([Scope::Read, Scope::Withdraw]),
                 algorithm: SigningAlgorithm::Ed25519,
+                // RFC 8032 §7.1 test 1's public key.
+                public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
                 ip_allowlist: BTreeSet::from(["198.51.100.0/24".into(), "203.0.113.7/32".into()]),
+                max_reference_value: Some(amt("250000")),
                 expires_at: Some(t("2027-05-28T00:00:00Z")),
             })),
         ),

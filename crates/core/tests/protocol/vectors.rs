@@ -72,7 +72,10 @@ fn every_vector_file_is_checked() {
     let mut names: Vec<String> = std::fs::read_dir(vectors_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json") && n != "decode-errors.json" && n != "certificate.json")
+        .filter(|n| {
+            n.ends_with(".json")
+                && !["decode-errors.json", "certificate.json", "piv.json"].contains(&n.as_str())
+        })
         .collect();
     names.sort();
     let mut known: Vec<String> = every_kind().iter().map(|(n, _)| format!("{n}.json")).collect();
@@ -89,4 +92,32 @@ fn the_worked_example_in_protocol_md_is_the_withdrawal_vector() {
         let text = v[member].as_str().unwrap();
         assert!(doc.contains(text), "docs/protocol.md lacks the current {member}: {text}");
     }
+}
+
+/// `docs/vectors/piv.json`: the message a PIV key signs (docs/protocol.md §14),
+/// for the ETH withdrawal vector's digest. `verify.py` recomputes it.
+#[test]
+fn piv_message_vector_matches_the_code() {
+    let op = every_kind().into_iter().find(|(n, _)| *n == "withdrawal-eth").unwrap().1;
+    let digest = Digest::of(&op).unwrap();
+    let challenge = [0x5a_u8; 32];
+    let cases: Vec<Value> = [Decision::Approve, Decision::Reject]
+        .into_iter()
+        .map(|decision| {
+            json!({
+                "digest_hex": digest.to_hex(),
+                "decision": decision.to_string(),
+                "challenge_hex": HEXLOWER.encode(&challenge),
+                "message_hex": HEXLOWER.encode(&countersign_core::piv::message(&digest, decision, &challenge)),
+            })
+        })
+        .collect();
+    let expected = json!({ "domain": "countersign:piv:v1", "cases": cases });
+    let path = vectors_dir().join("piv.json");
+    if blessing() {
+        std::fs::write(&path, serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
+        return;
+    }
+    let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(file, expected);
 }

@@ -1,0 +1,203 @@
+//! YubiKey PIV end to end over real PC/SC: `pcscd` with the `vsmartcard-vpcd`
+//! reader driver, and a software PIV card (`countersign-softkey`, feature `piv`)
+//! plugged into it. `countersign-keys` talks to it through the `yubikey` crate
+//! exactly as to a YubiKey: enroll (generate 9c, attest), verify the attestation,
+//! sign approvals, and the PIN, touch and management-key failures.
+//!
+//! Skipped, with the reason printed, only where pcscd or vpcd is not installed
+//! (`scripts/setup` installs both).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
+
+use std::collections::VecDeque;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use countersign_core::{Decision, Digest, piv};
+use countersign_keys::piv::{
+    ManagementKey, PivKey, YUBICO_PIV_ROOT_PEM, certificates_from_pem, verify_attestation,
+};
+use countersign_keys::{Error, KeyInfo, Pin, PinRequest, Prompt};
+use countersign_softkey::piv::{DEFAULT_MANAGEMENT_KEY_HEX, DEFAULT_PIN, SoftPivCard, piv_test_root_pem};
+
+const READER: &str = "Virtual PCD 00 00";
+const VPCD_CONF: &str = "/etc/reader.conf.d/vpcd";
+
+/// A pcscd this test started (stopped on drop), or none when one was running.
+struct Pcscd(Option<Child>);
+
+impl Drop for Pcscd {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn pcscd() -> Result<Pcscd, String> {
+    let found = |p: &str| std::path::Path::new(p).exists();
+    if !found("/usr/sbin/pcscd") {
+        return Err("pcscd is not installed (apt install pcscd)".into());
+    }
+    if !found(VPCD_CONF) {
+        return Err(format!("vsmartcard-vpcd is not installed ({VPCD_CONF} is missing)"));
+    }
+    if std::net::TcpStream::connect("127.0.0.1:35963").is_ok() {
+        return Err("a vpcd reader is already in use on 127.0.0.1:35963 (another card is plugged in)".into());
+    }
+    if found("/run/pcscd/pcscd.comm") && countersign_keys::piv::readers().is_ok() {
+        return Ok(Pcscd(None)); // a running pcscd (with vpcd loaded) will do
+    }
+    let child = Command::new("/usr/sbin/pcscd")
+        .arg("--foreground")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("pcscd could not start: {e}"))?;
+    Ok(Pcscd(Some(child)))
+}
+
+/// The person at the card: types the scripted PINs, confirms the last retry or not.
+struct Person {
+    pins: Mutex<VecDeque<&'static str>>,
+    seen: Mutex<Vec<PinRequest>>,
+    confirm_last: bool,
+    touches: AtomicUsize,
+}
+
+impl std::fmt::Debug for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Person")
+    }
+}
+
+impl Person {
+    fn typing(pins: &[&'static str]) -> Person {
+        Person {
+            pins: Mutex::new(pins.iter().copied().collect()),
+            seen: Mutex::new(Vec::new()),
+            confirm_last: false,
+            touches: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Prompt for Person {
+    fn choose_key(&self, _keys: &[KeyInfo]) -> Option<usize> {
+        Some(0)
+    }
+    fn pin(&self, request: &PinRequest) -> Option<Pin> {
+        self.seen.lock().unwrap().push(request.clone());
+        self.pins.lock().unwrap().pop_front().map(|p| Pin::new(p.into()))
+    }
+    fn confirm_last_retry(&self) -> bool {
+        self.confirm_last
+    }
+    fn touch(&self) {
+        self.touches.fetch_add(1, Ordering::SeqCst);
+    }
+    fn processing(&self) {}
+}
+
+fn open_when_ready() -> PivKey {
+    for _ in 0..100 {
+        if let Ok(key) = PivKey::open(Some(READER)) {
+            return key;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the software card never appeared in {READER}");
+}
+
+#[test]
+fn piv_enrolls_attests_and_signs_approvals_over_pcsc() {
+    let _pcscd = match pcscd() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED: YubiKey PIV over PC/SC: {why}");
+            return;
+        }
+    };
+    let card = SoftPivCard::new(19_283_746).unwrap();
+    let touch = card.touch();
+    card.plug_into_vpcd("127.0.0.1:35963".parse().unwrap()).expect("vpcd accepts the card");
+    let mut key = open_when_ready();
+    assert_eq!(key.serial(), 19_283_746);
+    assert_eq!(key.firmware(), "5.7.1");
+
+    // A wrong management key is refused by the card, not guessed around.
+    let wrong = ManagementKey::from_hex(&"0f".repeat(24)).unwrap();
+    let err = key.enroll(&wrong, &Pin::new(DEFAULT_PIN.into())).unwrap_err();
+    assert_eq!(err.code(), "key.management_key_refused", "{err}");
+
+    // Enroll: a fresh P-256 key in 9c, PIN-always and touch-always, attested.
+    let mgm = ManagementKey::from_hex(DEFAULT_MANAGEMENT_KEY_HEX).unwrap();
+    let enrolled = key.enroll(&mgm, &Pin::new(DEFAULT_PIN.into())).unwrap();
+    assert_eq!(enrolled.public_key.len(), 65);
+    let test_root = certificates_from_pem(&piv_test_root_pem().unwrap()).unwrap();
+    let attested = verify_attestation(&enrolled.attestation, &enrolled.intermediate, &test_root).unwrap();
+    assert_eq!(attested.serial, 19_283_746, "the serial comes from the signed attestation");
+    assert_eq!(attested.firmware, [5, 7, 1]);
+    assert_eq!(attested.public_key, enrolled.public_key, "the attested key is the enrolled key");
+
+    // Only Yubico's root trusted: the software card's chain is refused.
+    let yubico = certificates_from_pem(YUBICO_PIV_ROOT_PEM).unwrap();
+    let err = verify_attestation(&enrolled.attestation, &enrolled.intermediate, &yubico).unwrap_err();
+    assert!(err.to_string().contains("does not chain to a trusted root"), "{err}");
+    // The attestation of one key cannot vouch for another's f9 chain order.
+    let err = verify_attestation(&enrolled.intermediate, &enrolled.attestation, &test_root).unwrap_err();
+    assert_eq!(err.code(), "key.attestation_refused", "{err}");
+
+    // Sign an approval: PIN with retries shown, touch, a signature only for this
+    // operation, decision and challenge.
+    let digest = Digest::from_bytes([0x42; 32]);
+    let challenge = [0x17; 32];
+    let person = Person::typing(&[DEFAULT_PIN]);
+    let sig = key.sign_approval(&person, &digest, Decision::Approve, &challenge).unwrap();
+    assert_eq!(person.seen.lock().unwrap()[0].retries_left, Some(3));
+    assert_eq!(person.touches.load(Ordering::SeqCst), 1);
+    assert_eq!(piv::verify(&enrolled.public_key, &digest, Decision::Approve, &challenge, &sig), Ok(()));
+    assert_eq!(
+        piv::verify(&enrolled.public_key, &digest, Decision::Reject, &challenge, &sig),
+        Err(piv::PivError::BadSignature)
+    );
+
+    // A wrong PIN is asked again, with the retries left.
+    let person = Person::typing(&["000000", DEFAULT_PIN]);
+    let sig = key.sign_approval(&person, &digest, Decision::Reject, &challenge).unwrap();
+    let seen = person.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!((seen[1].retries_left, seen[1].previous_attempt_wrong), (Some(2), true));
+    assert_eq!(piv::verify(&enrolled.public_key, &digest, Decision::Reject, &challenge, &sig), Ok(()));
+
+    // No touch: the card refuses, and says so.
+    touch.set(false);
+    let err = key
+        .sign_approval(&Person::typing(&[DEFAULT_PIN]), &digest, Decision::Approve, &challenge)
+        .unwrap_err();
+    assert_eq!(err.code(), "key.denied", "{err}");
+    touch.set(true);
+
+    // Cancelled at the PIN dialog.
+    let err = key.sign_approval(&Person::typing(&[]), &digest, Decision::Approve, &challenge).unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+
+    // Two wrong PINs leave one retry: not spent without explicit confirmation ...
+    let err = key
+        .sign_approval(&Person::typing(&["000000", "000000"]), &digest, Decision::Approve, &challenge)
+        .unwrap_err();
+    assert_eq!(err.code(), "key.pin_last_retry", "{err}");
+    assert_eq!(key.pin_retries().unwrap(), 1);
+    // ... and spent wrongly with it, the PIN is blocked with a clear remedy.
+    let mut person = Person::typing(&["000000"]);
+    person.confirm_last = true;
+    let err = key.sign_approval(&person, &digest, Decision::Approve, &challenge).unwrap_err();
+    assert_eq!(err.code(), "key.pin_blocked", "{err}");
+    assert!(err.to_string().contains("PUK"), "{err}");
+    let err = key
+        .sign_approval(&Person::typing(&[DEFAULT_PIN]), &digest, Decision::Approve, &challenge)
+        .unwrap_err();
+    assert_eq!(err.code(), "key.pin_blocked", "a blocked PIN stays blocked: {err}");
+}
