@@ -13,6 +13,12 @@ const COMMANDS: &[&str] = &[
     "answer_pin",
     "answer_last_retry",
     "cancel_ceremony",
+    "answer_choice",
+    "history",
+    "settings",
+    "admin_overview",
+    "admin_invite",
+    "admin_revoke_api_key",
     "freeze",
 ];
 

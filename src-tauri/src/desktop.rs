@@ -201,6 +201,12 @@ impl Desktop {
             while let Some(update) = updates.recv().await {
                 let sent = match update {
                     Update::Event(e) => {
+                        if e.event == "operation.pending" {
+                            crate::integration::notify(
+                                "Waiting for your approval",
+                                "A new operation needs approvers. Open Countersign to review it.",
+                            );
+                        }
                         app.emit("gateway-event", json!({"id": e.id, "event": e.event, "data": e.data}))
                     }
                     Update::Reconnecting { error, retry_in } => app.emit(
@@ -222,7 +228,65 @@ impl Desktop {
 
     pub async fn pending(&self) -> Result<Vec<VerifiedOperation>, AppError> {
         let (_, client) = self.client()?;
-        Ok(client.pending(&self.session().await?).await?)
+        let ops = client.pending(&self.session().await?).await?;
+        crate::integration::set_pending_count(&self.app, ops.len());
+        Ok(ops)
+    }
+
+    /// Recently decided operations (released, rejected, expired, denied).
+    pub async fn history(&self) -> Result<Vec<VerifiedOperation>, AppError> {
+        let (_, client) = self.client()?;
+        Ok(client.history(&self.session().await?).await?)
+    }
+
+    /// What this app is connected to and with which key. Nothing secret: the pinned
+    /// value is a hash of the gateway's public key.
+    pub async fn settings(&self) -> Value {
+        let profile = self.enrolled.lock().ok().and_then(|e| e.as_ref().map(|(p, _)| p.clone()));
+        let keys = match &self.key {
+            KeySource::Usb => match countersign_keys::usb::keys().await {
+                Ok(found) => json!(found.into_iter().map(|(_, info)| info).collect::<Vec<_>>()),
+                Err(e) => json!({ "error": e.to_string() }),
+            },
+            #[cfg(feature = "demo")]
+            KeySource::Soft(_) => json!([{ "label": "SOFTWARE KEY (demo)", "software": true }]),
+        };
+        json!({
+            "gateway": profile.as_ref().map(|p| p.gateway.clone()),
+            "pinnedKey": profile.as_ref().and_then(|p| p.pin.clone()),
+            "approver": profile.map(|p| p.approver),
+            "profileDir": self.profile_dir.as_ref().map(|d| d.display().to_string()),
+            "softwareKey": !matches!(self.key, KeySource::Usb),
+            "keys": keys,
+        })
+    }
+
+    /// Admins: people with their keys, and API keys (no secrets).
+    pub async fn admin_overview(&self) -> Result<Value, AppError> {
+        let (_, client) = self.client()?;
+        let session = self.session().await?;
+        let approvers = client.approvers(&session).await?;
+        let api_keys = client.api_keys(&session).await?;
+        Ok(json!({ "approvers": approvers, "apiKeys": api_keys }))
+    }
+
+    /// Admins: an enrollment link for a new person (their key counts after the
+    /// admin quorum approves). The link is meant to be handed on, so it is shown.
+    pub async fn admin_invite(
+        &self,
+        id: &str,
+        name: &str,
+        roles: &[String],
+        groups: &[String],
+    ) -> Result<String, AppError> {
+        let (_, client) = self.client()?;
+        Ok(client.invite(&self.session().await?, id, name, roles, groups).await?)
+    }
+
+    /// Admins: revoke an API key at once.
+    pub async fn admin_revoke_api_key(&self, id: &str) -> Result<(), AppError> {
+        let (_, client) = self.client()?;
+        Ok(client.revoke_api_key(&self.session().await?, id).await?)
     }
 
     pub async fn prepare(&self, id: &str, decision: Decision) -> Result<VerifiedOperation, AppError> {
@@ -254,9 +318,14 @@ impl Desktop {
         self.answers.confirm(confirm);
     }
 
+    pub fn answer_choice(&self, index: Option<usize>) {
+        self.answers.choice(index);
+    }
+
     pub fn cancel(&self) {
         self.answers.pin(None);
         self.answers.confirm(false);
+        self.answers.choice(None);
         if let Ok(c) = self.cancel.lock()
             && let Some(c) = c.as_ref()
         {

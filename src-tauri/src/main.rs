@@ -6,6 +6,7 @@
 #[cfg(feature = "demo")]
 mod demo;
 mod desktop;
+mod integration;
 mod prompt;
 
 use countersign_client::VerifiedOperation;
@@ -69,6 +70,42 @@ fn cancel_ceremony(d: State<'_, Desktop>) {
 }
 
 #[tauri::command]
+fn answer_choice(d: State<'_, Desktop>, index: Option<usize>) {
+    d.answer_choice(index);
+}
+
+#[tauri::command]
+async fn history(d: State<'_, Desktop>) -> Result<Vec<VerifiedOperation>, AppError> {
+    d.history().await
+}
+
+#[tauri::command]
+async fn settings(d: State<'_, Desktop>) -> Result<Value, AppError> {
+    Ok(d.settings().await)
+}
+
+#[tauri::command]
+async fn admin_overview(d: State<'_, Desktop>) -> Result<Value, AppError> {
+    d.admin_overview().await
+}
+
+#[tauri::command]
+async fn admin_invite(
+    d: State<'_, Desktop>,
+    id: String,
+    name: String,
+    roles: Vec<String>,
+    groups: Vec<String>,
+) -> Result<String, AppError> {
+    d.admin_invite(&id, &name, &roles, &groups).await
+}
+
+#[tauri::command]
+async fn admin_revoke_api_key(d: State<'_, Desktop>, id: String) -> Result<(), AppError> {
+    d.admin_revoke_api_key(&id).await
+}
+
+#[tauri::command]
 async fn freeze(d: State<'_, Desktop>, reason: String) -> Result<bool, AppError> {
     d.freeze(&reason).await
 }
@@ -81,9 +118,33 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let demo = std::env::args().any(|a| a == "--demo");
+    // One instance per user (a demo runs beside it): a second start shows the first.
+    let listener = if demo {
+        None
+    } else {
+        match integration::claim(&integration::socket_path(&countersign_client::profile::dir(None))) {
+            Ok(integration::Instance::AlreadyRunning) => {
+                eprintln!("Countersign Desktop is already running: its window was brought to the front.");
+                return;
+            }
+            Ok(integration::Instance::First(l)) => Some(l),
+            Err(e) => {
+                eprintln!("countersign-desktop: cannot claim the single-instance socket: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
     let result = tauri::Builder::default()
+        .plugin(tauri_plugin_window_state::Builder::default().build())
         .setup(move |app| {
             let handle = app.handle().clone();
+            if let Some(l) = listener {
+                integration::listen(handle.clone(), l);
+            }
+            // No tray host (a bare X server, some desktops): the app works without it.
+            if let Err(e) = integration::tray(&handle) {
+                tracing::warn!(error = %e, "no tray icon");
+            }
             let desktop = if demo {
                 #[cfg(feature = "demo")]
                 {
@@ -120,6 +181,12 @@ fn main() {
             answer_pin,
             answer_last_retry,
             cancel_ceremony,
+            answer_choice,
+            history,
+            settings,
+            admin_overview,
+            admin_invite,
+            admin_revoke_api_key,
             freeze
         ])
         .run(tauri::generate_context!());

@@ -17,9 +17,13 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct Answers {
     pins: Sender<Option<String>>,
     confirms: Sender<bool>,
+    choices: Sender<Option<usize>>,
 }
 
 impl Answers {
+    pub fn choice(&self, index: Option<usize>) {
+        let _ = self.choices.send(index);
+    }
     pub fn pin(&self, pin: Option<String>) {
         let _ = self.pins.send(pin);
     }
@@ -34,14 +38,21 @@ pub struct WindowPrompt {
     app: AppHandle,
     pins: Mutex<Receiver<Option<String>>>,
     confirms: Mutex<Receiver<bool>>,
+    choices: Mutex<Receiver<Option<usize>>>,
 }
 
 pub fn pair(app: AppHandle) -> (WindowPrompt, Answers) {
     let (pin_tx, pin_rx) = channel();
     let (confirm_tx, confirm_rx) = channel();
+    let (choice_tx, choice_rx) = channel();
     (
-        WindowPrompt { app, pins: Mutex::new(pin_rx), confirms: Mutex::new(confirm_rx) },
-        Answers { pins: pin_tx, confirms: confirm_tx },
+        WindowPrompt {
+            app,
+            pins: Mutex::new(pin_rx),
+            confirms: Mutex::new(confirm_rx),
+            choices: Mutex::new(choice_rx),
+        },
+        Answers { pins: pin_tx, confirms: confirm_tx, choices: choice_tx },
     )
 }
 
@@ -64,9 +75,9 @@ impl WindowPrompt {
 }
 
 impl Prompt for WindowPrompt {
-    fn choose_key(&self, _keys: &[KeyInfo]) -> Option<usize> {
-        // The window has no key picker yet: the first key found is used.
-        Some(0)
+    fn choose_key(&self, keys: &[KeyInfo]) -> Option<usize> {
+        let payload = json!({ "kind": "choose-key", "keys": keys });
+        self.ask(&self.choices, payload).flatten().filter(|i| *i < keys.len())
     }
 
     fn pin(&self, request: &PinRequest) -> Option<Pin> {

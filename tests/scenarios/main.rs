@@ -107,6 +107,13 @@ pub async fn one_rejection_vetoes_and_an_unanswered_operation_expires(db: Db) {
     assert_eq!(decide(&carol, &ignored, Decision::Approve).await.unwrap_err().code(), "decision.not_pending");
     sink.deliver(&gw).await;
     assert!(sink.accepted().is_empty(), "nothing reached settlement");
+
+    // Both are history now, newest first, verified like pending ones; none is pending.
+    let history = carol.0.history(&carol.1).await.unwrap();
+    let seen: Vec<(String, String)> =
+        history.iter().map(|o| (o.operation.id.to_string(), o.state.clone())).collect();
+    assert_eq!(seen, vec![(ignored.clone(), "expired".into()), (vetoed, "rejected".into())]);
+    assert!(carol.0.pending(&carol.1).await.unwrap().is_empty());
 }
 
 /// The November 2023 incident: the attacker holds every API key and sends from an

@@ -69,6 +69,33 @@ for (const scheme of ["light", "dark"]) {
   });
 }
 
+await check("history, admin and settings screens", async () => {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
+  await page.goto(`${base}?ops=3&decided=4`);
+  await page.getByTestId("login").click();
+  await page.getByTestId("pin").fill("4821");
+  await page.getByTestId("pin-ok").click();
+  await page.getByTestId("row").first().waitFor();
+  await page.getByTestId("tab-history").click();
+  await page.getByTestId("history-row").first().waitFor();
+  expect((await page.getByTestId("history-row").count()) === 4, "4 decided operations");
+  await page.getByTestId("history-row").nth(1).click();
+  await page.getByTestId("final-state").waitFor();
+  await page.screenshot({ path: join(shots, "history.png") });
+  await page.getByTestId("tab-admin").click();
+  await page.getByTestId("approver-row").first().waitFor();
+  await page.getByTestId("invite-id").fill("dave");
+  await page.getByTestId("invite-name").fill("Dave Okafor");
+  await page.getByTestId("invite-groups").fill("traders");
+  await page.getByTestId("invite").click();
+  await page.getByTestId("invite-link").waitFor();
+  await page.screenshot({ path: join(shots, "admin.png") });
+  await page.getByTestId("tab-settings").click();
+  await page.getByTestId("pinned-key").waitFor();
+  await page.screenshot({ path: join(shots, "settings.png") });
+  await page.close();
+});
+
 await check("first run: enroll from a link", async () => {
   const page = await browser.newPage({ viewport: { width: 1200, height: 760 } });
   await page.goto(`${base}?first-run`);

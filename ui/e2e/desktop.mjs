@@ -103,6 +103,23 @@ try {
   const final = await until("release after the colleague's approval", async () => (dbState(id) === "released" ? "released" : null), 30_000);
   log(`gateway state: ${final}`);
   await shot("desktop-inbox.png");
+
+  // The real app's History screen shows it released (from the gateway, verified in Rust).
+  await click(await find("tab-history"));
+  const done = await until(
+    "the released withdrawal in History",
+    async () => {
+      for (const r of await findAll("history-row")) if ((await attr(r, "data-id")) === id) return r;
+      return null;
+    },
+    20_000,
+  );
+  if (!(await text(done)).includes("released")) throw new Error(`history row: ${await text(done)}`);
+  log("history shows it released");
+  await click(await find("tab-settings"));
+  const settings = await until("settings", () => find("settings"));
+  if (!(await text(settings)).includes("SOFTWARE KEY")) throw new Error("settings do not name the software key");
+  await shot("desktop-settings.png");
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.message}`);

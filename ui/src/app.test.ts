@@ -149,4 +149,79 @@ describe("Countersign Desktop UI", () => {
     await until(() => q("login"), "login screen");
     expect(all("row")).toHaveLength(0);
   });
+
+  test("history lists decided operations with their outcome, read-only", async () => {
+    const rejected = sampleOperation(7, "3");
+    rejected.state = "rejected";
+    const released = sampleOperation(8, "1");
+    released.state = "released";
+    const backend = new FakeBackend({ operations: [sampleOperation(1), rejected, released] });
+    await loggedIn(backend);
+    q("tab-history")!.click();
+    await until(() => all("history-row").length === 2, "history rows");
+    expect([...all("history-row")].map((r) => r.textContent)).toEqual([
+      expect.stringContaining("rejected"),
+      expect.stringContaining("released"),
+    ]);
+    all("history-row")[1].click();
+    const detail = await until(() => q("detail"), "detail");
+    expect(detail.textContent).toContain(released.fingerprint);
+    expect(q("final-state")!.textContent).toBe("Outcome: released.");
+    expect(q("approve")).toBeNull();
+  });
+
+  test("settings show the gateway, the pinned key and the keys, nothing secret", async () => {
+    const backend = new FakeBackend();
+    await loggedIn(backend);
+    q("tab-settings")!.click();
+    const settings = await until(() => q("settings")?.textContent?.includes("fake.gateway") && q("settings"), "settings");
+    expect(q("pinned-key")!.textContent).toMatch(/^sha256\//);
+    expect(settings.textContent).toContain("SOFTWARE KEY");
+    expect(settings.textContent).toContain("5 minutes");
+  });
+
+  test("admin: people, an enrollment link, and an API key revoked at once", async () => {
+    const backend = new FakeBackend();
+    await loggedIn(backend);
+    q("tab-admin")!.click();
+    await until(() => all("approver-row").length === 2, "approvers");
+    (q("invite-id") as HTMLInputElement).value = "dave";
+    (q("invite-name") as HTMLInputElement).value = "Dave";
+    (q("invite-groups") as HTMLInputElement).value = "traders, risk";
+    q("invite")!.click();
+    const link = await until(() => q("invite-link"), "invite link");
+    expect(link.textContent).toMatch(/^countersign:\/\/enroll\?/);
+    expect(backend.invited).toEqual([{ id: "dave", name: "Dave", roles: ["approver"], groups: ["traders", "risk"] }]);
+    q("revoke-api-key")!.click();
+    await until(() => q("api-key-row")?.textContent?.includes("revoked"), "revoked key");
+    expect(backend.admin.apiKeys[0].revoked_at).not.toBeNull();
+    expect(q("revoke-api-key")).toBeNull();
+  });
+
+  test("admin screen for a non-admin says why, with the gateway's code", async () => {
+    const backend = new FakeBackend({ notAdmin: true });
+    await loggedIn(backend);
+    q("tab-admin")!.click();
+    const error = await until(() => q("admin-error"), "admin error");
+    expect(error.textContent).toContain("admin.not_an_admin");
+  });
+
+  test("several keys: the person picks one before the PIN", async () => {
+    const backend = new FakeBackend({
+      keys: [
+        { label: "USB security key #1", firmware: "5.7.1", pin_retries: 8 },
+        { label: "USB security key #2", firmware: "5.4.3", pin_retries: 3 },
+      ],
+    });
+    document.body.innerHTML = '<div id="app"></div>';
+    const app = new App(document.getElementById("app")!, backend);
+    await app.start();
+    q("login")!.click();
+    await until(() => all("key-choice").length === 2, "key choice");
+    expect(all("key-choice")[1].textContent).toContain("firmware 5.4.3");
+    all("key-choice")[1].click();
+    await typePin("4821");
+    await until(() => q("inbox"), "inbox");
+    expect(backend.chosenKey).toBe(1);
+  });
 });

@@ -1,6 +1,6 @@
 import type { Backend } from "./backend";
 import { amountLine, badge, destination, explainSignal, flatten, quorumLine, timeLeft } from "./format";
-import type { AppError, Decision, KeyPrompt, Operation, Status } from "./types";
+import type { AdminOverview, AppError, Decision, KeyInfo, KeyPrompt, Operation, Settings, Status } from "./types";
 
 /** Build an element. Text is always set as text, never parsed as HTML: operation
  * fields come from outside and must not be able to inject markup. */
@@ -20,17 +20,39 @@ const ROW_HEIGHT = 76;
 export const IDLE_LOCK_MS = 5 * 60 * 1000;
 const TOUCH_SECONDS = 30;
 
+function describeKey(k: KeyInfo): string {
+  const parts = [k.software ? `${k.label} (SOFTWARE)` : k.label];
+  if (k.firmware) parts.push(`firmware ${k.firmware}`);
+  if (k.pin_retries !== undefined && k.pin_retries !== null) parts.push(`${k.pin_retries} PIN tries left`);
+  return parts.join(" · ");
+}
+
 function errorText(e: unknown): string {
   const err = e as Partial<AppError>;
   if (err && typeof err.message === "string") return err.code ? `${err.message} [${err.code}]` : err.message;
   return String(e);
 }
 
-/** Countersign Desktop: inbox, operation detail, signing flow. */
+export type View = "inbox" | "history" | "admin" | "settings";
+
+const VIEWS: [View, string][] = [
+  ["inbox", "Inbox"],
+  ["history", "History"],
+  ["admin", "Admin"],
+  ["settings", "Settings"],
+];
+
+/** Countersign Desktop: inbox, operation detail, signing flow, history, admin, settings. */
 export class App {
   private status: Status | null = null;
   private ops: Operation[] = [];
   private selected: string | null = null;
+  private view: View = "inbox";
+  private history: Operation[] = [];
+  private settings: Settings | null = null;
+  private admin: AdminOverview | null = null;
+  private adminError: string | null = null;
+  private lastInvite: string | null = null;
   private busy = false;
   private dialog: HTMLElement | null = null;
   private touchTimer: ReturnType<typeof setInterval> | null = null;
@@ -54,7 +76,10 @@ export class App {
     backend.onKeyPrompt((p) => this.onKeyPrompt(p));
     backend.onGatewayEvent((e) => {
       this.live = `live · event ${e.id}`;
-      if (e.event.startsWith("operation.") || e.event.startsWith("decision.")) void this.refresh();
+      if (e.event.startsWith("operation.") || e.event.startsWith("decision.")) {
+        void this.refresh();
+        if (this.view === "history") void this.show("history");
+      }
       else this.renderHeader();
     });
   }
@@ -171,7 +196,186 @@ export class App {
   }
 
   private renderMain(): HTMLElement {
-    return h("main", { class: "split" }, this.renderInbox(), this.renderDetail());
+    const nav = h("nav", { class: "tabs", "aria-label": "Screens" });
+    for (const [view, label] of VIEWS) {
+      const count = view === "inbox" && this.ops.length ? ` (${this.ops.length})` : "";
+      const tab = h("button", { "data-testid": `tab-${view}`, ...(view === this.view ? { "aria-current": "page" } : {}) }, label + count);
+      tab.onclick = () => void this.show(view);
+      nav.append(tab);
+    }
+    let body: HTMLElement;
+    switch (this.view) {
+      case "inbox":
+        body = h("div", { class: "split" }, this.renderInbox(), this.renderDetail(this.ops, true));
+        break;
+      case "history":
+        body = h("div", { class: "split" }, this.renderHistory(), this.renderDetail(this.history, false));
+        break;
+      case "admin":
+        body = this.renderAdmin();
+        break;
+      case "settings":
+        body = this.renderSettings();
+        break;
+    }
+    return h("main", { class: "screens" }, nav, body);
+  }
+
+  /** Switch screens, loading what the screen shows. */
+  async show(view: View): Promise<void> {
+    this.view = view;
+    if (view !== "inbox" && view !== "history") this.selected = null;
+    try {
+      if (view === "history") this.history = await this.backend.history();
+      if (view === "settings") this.settings = await this.backend.settings();
+      if (view === "admin") {
+        this.adminError = null;
+        try {
+          this.admin = await this.backend.adminOverview();
+        } catch (e) {
+          this.admin = null;
+          this.adminError = errorText(e);
+        }
+      }
+    } catch (e) {
+      this.toast(`Could not load ${view}: ${errorText(e)}`, true);
+    }
+    this.render();
+  }
+
+  private renderHistory(): HTMLElement {
+    const section = h("section", { class: "history", "data-testid": "history", "aria-label": "Decided operations" });
+    section.append(h("h2", {}, `Decided recently (${this.history.length})`));
+    if (this.history.length === 0) {
+      section.append(h("p", { class: "muted" }, "Nothing decided yet."));
+      return section;
+    }
+    const table = h("table", { class: "list" }, h("tr", {}, h("th", {}, "outcome"), h("th", {}, "requested"), h("th", {}, "what"), h("th", {}, "to")));
+    for (const op of this.history) {
+      const { amount } = amountLine(op);
+      const row = h(
+        "tr",
+        { "data-testid": "history-row", "data-id": op.operation.id, class: op.operation.id === this.selected ? "selected" : "" },
+        h("td", {}, h("span", { class: `state state-${op.state}` }, op.state)),
+        h("td", { class: "when" }, op.operation.created_at.replace("T", " ").replace("Z", "")),
+        h("td", {}, amount),
+        h("td", { class: "to" }, destination(op)),
+      );
+      row.onclick = () => {
+        this.selected = op.operation.id;
+        this.render();
+      };
+      table.append(row);
+    }
+    section.append(table);
+    return section;
+  }
+
+  private renderSettings(): HTMLElement {
+    const s = this.settings;
+    const section = h("section", { class: "settings", "data-testid": "settings" }, h("h2", {}, "Settings"));
+    if (!s) return section;
+    const keys = Array.isArray(s.keys)
+      ? s.keys.length
+        ? h("ul", {}, ...s.keys.map((k) => h("li", {}, describeKey(k))))
+        : h("span", {}, "No security key connected.")
+      : h("span", { class: "error" }, s.keys.error);
+    const rows: [string, Node | string][] = [
+      ["Gateway", s.gateway ?? "not enrolled"],
+      ["Pinned gateway key", h("code", { "data-testid": "pinned-key" }, s.pinnedKey ?? "none (plain HTTP to this machine only)")],
+      ["You are", s.approver ?? "not enrolled"],
+      ["Profile", s.profileDir ?? "not saved (demo mode)"],
+      ["Signing with", s.softwareKey ? "SOFTWARE KEY — tests and demo only" : "a hardware security key (USB)"],
+      ["Keys on this machine", keys],
+      ["Locks after", `${Math.round(this.idleMs / 60000)} minutes without input`],
+    ];
+    section.append(h("table", { class: "fields" }, ...rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
+    section.append(h("p", { class: "muted" }, "The pinned key came from your enrollment link: the app talks to no other gateway key. To change gateways, enroll again with a new link."));
+    return section;
+  }
+
+  private renderAdmin(): HTMLElement {
+    const section = h("section", { class: "admin", "data-testid": "admin" }, h("h2", {}, "Admin"));
+    if (this.adminError) {
+      section.append(h("p", { class: "error", "data-testid": "admin-error" }, this.adminError));
+      return section;
+    }
+    const a = this.admin;
+    if (!a) return section;
+    section.append(
+      h("h3", {}, "People and their keys"),
+      h(
+        "table",
+        { class: "list" },
+        h("tr", {}, h("th", {}, "id"), h("th", {}, "name"), h("th", {}, "roles"), h("th", {}, "groups"), h("th", {}, "keys")),
+        ...a.approvers.map((p) =>
+          h(
+            "tr",
+            { "data-testid": "approver-row" },
+            h("td", {}, p.id, p.revoked ? " (revoked)" : ""),
+            h("td", {}, p.display_name),
+            h("td", {}, p.roles.join(", ")),
+            h("td", {}, p.groups.join(", ")),
+            h("td", {}, ...p.credentials.map((c) => h("div", {}, `${c.label} · ${c.status}`, c.software ? h("span", { class: "badge" }, " SOFTWARE KEY") : ""))),
+          ),
+        ),
+      ),
+    );
+    // Invite: the new person's key counts only after the admin quorum approves it.
+    const id = h("input", { type: "text", placeholder: "id (e.g. carol)", "data-testid": "invite-id", "aria-label": "New person's id" });
+    const name = h("input", { type: "text", placeholder: "name", "data-testid": "invite-name", "aria-label": "New person's name" });
+    const roles = h("input", { type: "text", value: "approver", "data-testid": "invite-roles", "aria-label": "Roles, comma-separated" });
+    const groups = h("input", { type: "text", placeholder: "groups (e.g. traders)", "data-testid": "invite-groups", "aria-label": "Groups, comma-separated" });
+    const invite = h("button", { class: "primary", "data-testid": "invite" }, "Create enrollment link");
+    const list = (v: string) => v.split(",").map((x) => x.trim()).filter(Boolean);
+    invite.onclick = async () => {
+      try {
+        this.lastInvite = await this.backend.adminInvite(id.value.trim(), name.value.trim(), list(roles.value), list(groups.value));
+        this.render();
+        this.toast("Enrollment link created: give it to them over a channel you trust.");
+      } catch (e) {
+        this.toast(errorText(e), true);
+      }
+    };
+    section.append(
+      h("h3", {}, "Invite a person"),
+      h("div", { class: "form" }, id, name, roles, groups, invite),
+      this.lastInvite ? h("p", {}, "Single-use link: ", h("code", { "data-testid": "invite-link" }, this.lastInvite)) : "",
+      h("p", { class: "muted" }, "Their key counts only after the admin quorum approves the enrollment (it appears in the inbox of the other admins)."),
+    );
+    section.append(
+      h("h3", {}, "API keys"),
+      h(
+        "table",
+        { class: "list" },
+        h("tr", {}, h("th", {}, "id"), h("th", {}, "owner"), h("th", {}, "scopes"), h("th", {}, "allowed from"), h("th", {}, "limit"), h("th", {}, "last used"), h("th", {}, "")),
+        ...a.apiKeys.map((k) => {
+          const revoke = h("button", { class: "danger", "data-testid": "revoke-api-key", "data-id": k.id }, "Revoke now");
+          revoke.onclick = async () => {
+            try {
+              await this.backend.adminRevokeApiKey(k.id);
+              this.toast(`Revoked ${k.id}: its requests are refused from now on.`);
+              await this.show("admin");
+            } catch (e) {
+              this.toast(errorText(e), true);
+            }
+          };
+          return h(
+            "tr",
+            { "data-testid": "api-key-row", "data-id": k.id },
+            h("td", {}, k.id, " ", h("span", { class: "muted" }, k.label)),
+            h("td", {}, k.owner),
+            h("td", {}, k.scopes.join(", ")),
+            h("td", {}, k.ip_allowlist.join(", ") || "nowhere"),
+            h("td", {}, k.max_reference_value ?? "none"),
+            h("td", {}, k.last_used_at ? `${k.last_used_at} from ${k.last_used_ip ?? "?"}` : "never"),
+            h("td", {}, k.revoked_at ? h("span", { class: "state state-rejected" }, "revoked") : revoke),
+          );
+        }),
+      ),
+      h("p", { class: "muted" }, "New API keys, allowlist entries and policy changes go through the admin quorum: propose them with the countersign CLI (countersign admin --help)."),
+    );
+    return section;
   }
 
   private renderInbox(): HTMLElement {
@@ -225,8 +429,8 @@ export class App {
     return row;
   }
 
-  private renderDetail(): HTMLElement {
-    const op = this.ops.find((o) => o.operation.id === this.selected);
+  private renderDetail(from: Operation[], actions: boolean): HTMLElement {
+    const op = from.find((o) => o.operation.id === this.selected);
     if (!op) return h("section", { class: "detail muted" }, "Select an operation to see every detail.");
     const { amount, reference } = amountLine(op);
     const initiator = op.operation.initiator;
@@ -258,7 +462,7 @@ export class App {
         "p",
         {},
         `Requested by API key ${initiator.key_id ?? "?"} (owner ${initiator.owner ?? "?"}) from ${initiator.source_ip ?? "?"}. `,
-        `Needs ${quorumLine(op)}; ${timeLeft(op.operation.expires_at, this.now())}.`,
+        actions ? `Needs ${quorumLine(op)}; ${timeLeft(op.operation.expires_at, this.now())}.` : `Needed ${quorumLine(op)}.`,
       ),
       h("h3", {}, "Every field (from the canonical operation, checked in this app)"),
       h(
@@ -267,7 +471,7 @@ export class App {
         ...flatten(op.operation).map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))),
         h("tr", {}, h("th", {}, "digest"), h("td", {}, op.digest)),
       ),
-      h("div", { class: "actions" }, approve, reason, reject),
+      actions ? h("div", { class: "actions" }, approve, reason, reject) : h("p", { class: "muted", "data-testid": "final-state" }, `Outcome: ${op.state}.`),
     );
   }
 
@@ -365,6 +569,20 @@ export class App {
     if (!this.dialog) return;
     this.stopTouchTimer();
     switch (p.kind) {
+      case "choose-key": {
+        const buttons = p.keys.map((k, i) => {
+          const b = h("button", { class: "key-choice", "data-testid": "key-choice" }, describeKey(k));
+          b.onclick = () => {
+            void this.backend.answerChoice(i);
+            this.setDialogBody(h("p", { class: "muted" }, "Using that key…"));
+          };
+          return b;
+        });
+        const cancel = h("button", { "data-testid": "key-choice-cancel" }, "Cancel");
+        cancel.onclick = () => void this.backend.answerChoice(null);
+        this.setDialogBody(h("p", {}, "Several security keys are connected. Which one?"), ...buttons, h("div", { class: "actions" }, cancel));
+        break;
+      }
       case "pin": {
         const input = h("input", { type: "password", autocomplete: "off", "data-testid": "pin", "aria-label": "Security key PIN" });
         const ok = h("button", { class: "primary", "data-testid": "pin-ok" }, "OK");

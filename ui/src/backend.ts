@@ -1,4 +1,4 @@
-import type { Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } from "./types";
+import type { AdminOverview, Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Settings, Status } from "./types";
 
 /** Everything the UI asks of the app. The Tauri implementation calls Rust; the fake
  * one (tests, `vite` in a browser) keeps state in memory. Secrets never cross it:
@@ -17,8 +17,19 @@ export interface Backend {
   sign(id: string, reason: string | null): Promise<Outcome>;
   answerPin(pin: string | null): Promise<void>;
   answerLastRetry(confirm: boolean): Promise<void>;
+  /** Which key, when several are connected (`null` cancels). */
+  answerChoice(index: number | null): Promise<void>;
   cancel(): Promise<void>;
   freeze(reason: string): Promise<boolean>;
+  /** Recently decided operations, newest first. */
+  history(): Promise<Operation[]>;
+  settings(): Promise<Settings>;
+  /** Admins only (others get `admin.not_an_admin`). */
+  adminOverview(): Promise<AdminOverview>;
+  /** Admins: an enrollment link for a new person, to hand on over a trusted channel. */
+  adminInvite(id: string, name: string, roles: string[], groups: string[]): Promise<string>;
+  /** Admins: revoke an API key at once. */
+  adminRevokeApiKey(id: string): Promise<void>;
   onKeyPrompt(handler: (p: KeyPrompt) => void): void;
   onGatewayEvent(handler: (e: GatewayEvent) => void): void;
 }

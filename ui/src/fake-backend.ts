@@ -1,5 +1,5 @@
 import type { Backend } from "./backend";
-import type { AppError, Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } from "./types";
+import type { AdminOverview, AppError, Decision, GatewayEvent, KeyInfo, KeyPrompt, Operation, Outcome, Settings, Status } from "./types";
 
 /** A sample pending withdrawal, shaped exactly like what Rust sends: created `n`
  * seconds before `base`, expiring 40½ minutes after it. */
@@ -45,6 +45,10 @@ export interface FakeOptions {
   /** Not enrolled yet (first run). */
   unenrolled?: boolean;
   operations?: Operation[];
+  /** Several keys connected: the ceremony asks which one first. */
+  keys?: KeyInfo[];
+  /** Not an admin: admin calls are refused as the gateway refuses them. */
+  notAdmin?: boolean;
 }
 
 /** An in-memory backend with the same prompts as the real key ceremony. */
@@ -55,6 +59,19 @@ export class FakeBackend implements Backend {
   private keyHandlers: ((p: KeyPrompt) => void)[] = [];
   private eventHandlers: ((e: GatewayEvent) => void)[] = [];
   private pinWaiter: ((pin: string | null) => void) | null = null;
+  private choiceWaiter: ((index: number | null) => void) | null = null;
+  /** The key chosen in the last ceremony. */
+  chosenKey: number | null = null;
+  invited: { id: string; name: string; roles: string[]; groups: string[] }[] = [];
+  admin: AdminOverview = {
+    approvers: [
+      { id: "alice", display_name: "Alice", roles: ["admin", "approver"], groups: ["traders"], credentials: [{ id: "cred_a", label: "laptop", status: "active", software: true }] },
+      { id: "carol", display_name: "Carol", roles: ["approver"], groups: ["traders"], credentials: [{ id: "cred_c", label: "yubikey", status: "active" }] },
+    ],
+    apiKeys: [
+      { id: "key_bot1", owner: "bob", label: "market maker 1", algorithm: "ed25519", scopes: ["read", "withdraw"], ip_allowlist: ["10.20.0.0/16"], max_reference_value: "250000", expires_at: null, revoked_at: null, last_used_at: "2026-11-28T11:59:00Z", last_used_ip: "10.20.0.7" },
+    ],
+  };
   private cancelWaiter: (() => void) | null = null;
   private retries = 8;
   private loggedIn = false;
@@ -122,6 +139,13 @@ export class FakeBackend implements Backend {
   }
 
   private async ceremony(): Promise<void> {
+    const keys = this.options.keys ?? [];
+    if (keys.length > 1) {
+      this.prompt({ kind: "choose-key", keys });
+      const index = await new Promise<number | null>((resolve) => (this.choiceWaiter = resolve));
+      if (index === null) throw { code: "key.cancelled", message: "cancelled" } satisfies AppError;
+      this.chosenKey = index;
+    }
     let wrong = false;
     for (;;) {
       this.prompt({ kind: "pin", retriesLeft: this.retries, previousWrong: wrong });
@@ -159,9 +183,54 @@ export class FakeBackend implements Backend {
 
   async answerLastRetry() {}
 
+  async answerChoice(index: number | null) {
+    const w = this.choiceWaiter;
+    this.choiceWaiter = null;
+    w?.(index);
+  }
+
+  async history(): Promise<Operation[]> {
+    return this.ops.filter((o) => o.state !== "pending");
+  }
+
+  async settings(): Promise<Settings> {
+    return {
+      gateway: "https://fake.gateway",
+      pinnedKey: "sha256/FAKEPINFAKEPINFAKEPINFAKEPINFAKEPINFAKEPIN0",
+      approver: this.approver,
+      profileDir: "/home/alice/.config/countersign",
+      softwareKey: true,
+      keys: this.options.keys ?? [{ label: "SOFTWARE KEY (demo)", software: true }],
+    };
+  }
+
+  private requireAdmin() {
+    if (this.options.notAdmin) throw { code: "admin.not_an_admin", message: "only admins may do this" } satisfies AppError;
+  }
+
+  async adminOverview(): Promise<AdminOverview> {
+    this.requireAdmin();
+    return structuredClone(this.admin);
+  }
+
+  async adminInvite(id: string, name: string, roles: string[], groups: string[]): Promise<string> {
+    this.requireAdmin();
+    this.invited.push({ id, name, roles, groups });
+    return `countersign://enroll?gateway=https%3A%2F%2Ffake.gateway&code=FAKECODE${this.invited.length}&pin=sha256%2FFAKEPIN`;
+  }
+
+  async adminRevokeApiKey(id: string): Promise<void> {
+    this.requireAdmin();
+    const key = this.admin.apiKeys.find((k) => k.id === id && !k.revoked_at);
+    if (!key) throw { code: "api_key.unknown", message: `no active API key ${id}` } satisfies AppError;
+    key.revoked_at = "2026-11-28T12:00:00Z";
+  }
+
   async cancel() {
     this.pinWaiter?.(null);
     this.pinWaiter = null;
+    this.choiceWaiter?.(null);
+    this.choiceWaiter = null;
     this.cancelWaiter?.();
     this.cancelWaiter = null;
   }

@@ -10,8 +10,14 @@ async function backend(): Promise<Backend> {
   const params = new URLSearchParams(location.search);
   const count = Number(params.get("ops") ?? "2");
   const { sampleOperation } = await import("./fake-backend");
+  const outcomes = ["released", "rejected", "expired", "released"];
+  const decided = Array.from({ length: Number(params.get("decided") ?? "0") }, (_, i) => {
+    const op = sampleOperation(count + i + 1, String(2 + i * 7));
+    op.state = outcomes[i % outcomes.length];
+    return op;
+  });
   return new FakeBackend({
-    operations: Array.from({ length: count }, (_, i) => sampleOperation(i + 1, String(10 + (i % 50)))),
+    operations: [...Array.from({ length: count }, (_, i) => sampleOperation(i + 1, String(10 + (i % 50)))), ...decided],
     neverTouched: params.has("never-touched"),
     unenrolled: params.has("first-run"),
   });

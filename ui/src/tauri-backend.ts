@@ -1,9 +1,9 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import type { Backend } from "./backend";
-import type { Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Status } from "./types";
+import type { AdminOverview, Decision, GatewayEvent, KeyPrompt, Operation, Outcome, Settings, Status } from "./types";
 
-/** The real backend: one Tauri command per call (see src-tauri/src/commands.rs). */
+/** The real backend: one Tauri command per call (see src-tauri/src/main.rs). */
 export const tauriBackend: Backend = {
   status: () => invoke<Status>("status"),
   enroll: (link: string, label: string) => invoke<Status>("enroll", { link, label }),
@@ -15,7 +15,14 @@ export const tauriBackend: Backend = {
   answerPin: (pin: string | null) => invoke<void>("answer_pin", { pin }),
   answerLastRetry: (confirm: boolean) => invoke<void>("answer_last_retry", { confirm }),
   cancel: () => invoke<void>("cancel_ceremony"),
+  answerChoice: (index: number | null) => invoke<void>("answer_choice", { index }),
   freeze: (reason: string) => invoke<boolean>("freeze", { reason }),
+  history: () => invoke<Operation[]>("history"),
+  settings: () => invoke<Settings>("settings"),
+  adminOverview: () => invoke<AdminOverview>("admin_overview"),
+  adminInvite: (id: string, name: string, roles: string[], groups: string[]) =>
+    invoke<string>("admin_invite", { id, name, roles, groups }),
+  adminRevokeApiKey: (id: string) => invoke<void>("admin_revoke_api_key", { id }),
   onKeyPrompt(handler: (p: KeyPrompt) => void) {
     void listen<KeyPrompt>("key-prompt", (e) => handler(e.payload));
   },

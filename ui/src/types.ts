@@ -45,7 +45,18 @@ export interface Outcome {
   [k: string]: unknown;
 }
 
+/** A connected key, as `countersign_keys::KeyInfo` describes it. */
+export interface KeyInfo {
+  label: string;
+  aaguid?: string | null;
+  firmware?: string | null;
+  pin_set?: boolean;
+  pin_retries?: number | null;
+  software?: boolean;
+}
+
 export type KeyPrompt =
+  | { kind: "choose-key"; keys: KeyInfo[] }
   | { kind: "pin"; retriesLeft: number | null; previousWrong: boolean }
   | { kind: "last-retry" }
   | { kind: "touch" }
@@ -61,4 +72,43 @@ export interface GatewayEvent {
 export interface AppError {
   code: string;
   message: string;
+}
+
+/** What this app is connected to and with which key (nothing secret). */
+export interface Settings {
+  gateway: string | null;
+  /** `sha256/<base64url>` of the gateway's public key, pinned at enrollment. */
+  pinnedKey: string | null;
+  approver: string | null;
+  profileDir: string | null;
+  softwareKey: boolean;
+  keys: KeyInfo[] | { error: string };
+}
+
+export interface ApproverView {
+  id: string;
+  display_name: string;
+  roles: string[];
+  groups: string[];
+  revoked?: boolean;
+  credentials: { id: string; label: string; status: string; software?: boolean }[];
+}
+
+export interface ApiKeyView {
+  id: string;
+  owner: string;
+  label: string;
+  algorithm: string;
+  scopes: string[];
+  ip_allowlist: string[];
+  max_reference_value: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+  last_used_ip: string | null;
+}
+
+export interface AdminOverview {
+  approvers: ApproverView[];
+  apiKeys: ApiKeyView[];
 }

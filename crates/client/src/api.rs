@@ -232,7 +232,20 @@ impl Client {
     /// # Errors
     /// [`Error::Tampered`], `session.*`, transport errors.
     pub async fn pending(&self, session: &Session) -> Result<Vec<VerifiedOperation>> {
-        let list = self.get("/v1/approver/operations", Some(session)).await?;
+        self.operations(session, "/v1/approver/operations").await
+    }
+
+    /// The most recent operations that are no longer pending (released, rejected,
+    /// expired, denied), newest first, each verified like a pending one.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`], `session.*`, transport errors.
+    pub async fn history(&self, session: &Session) -> Result<Vec<VerifiedOperation>> {
+        self.operations(session, "/v1/approver/operations?view=decided").await
+    }
+
+    async fn operations(&self, session: &Session, path: &str) -> Result<Vec<VerifiedOperation>> {
+        let list = self.get(path, Some(session)).await?;
         let items =
             list["operations"].as_array().ok_or_else(|| Error::Protocol("no operations list".into()))?;
         items.iter().map(VerifiedOperation::from_view).collect()

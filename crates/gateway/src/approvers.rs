@@ -1039,6 +1039,16 @@ pub async fn pending(state: &AppState, limit: i64) -> Result<Vec<OperationRecord
     state.store.operations(&filter, limit).await
 }
 
+/// The most recent operations that are no longer pending (released, rejected,
+/// expired, denied), newest first: the approvers' history.
+///
+/// # Errors
+/// Store errors.
+pub async fn decided(state: &AppState, limit: i64) -> Result<Vec<OperationRecord>> {
+    let filter = crate::store::OperationFilter { decided: true, ..Default::default() };
+    state.store.operations(&filter, limit).await
+}
+
 /// Revoke a person: their keys stop counting at once, also for pending operations.
 ///
 /// # Errors

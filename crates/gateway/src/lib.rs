@@ -457,6 +457,7 @@ async fn list_operations(
             state: q.state.as_deref().map(str::parse).transpose()?,
             api_key: Some(key.id.as_str().to_owned()),
             before: q.cursor.as_deref().map(decode_cursor).transpose()?,
+            decided: false,
         };
         let page = state.store.operations(&filter, limit).await?;
         let next = (page.len() == usize::try_from(limit).unwrap_or(0))
@@ -589,11 +590,33 @@ async fn login_finish(State(state): State<AppState>, b: JsonBody<AssertionFinish
     respond(&state, r.await)
 }
 
-async fn approver_operations(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproverOperationsQuery {
+    /// `pending` (the default) or `decided` (history).
+    #[serde(default)]
+    view: Option<String>,
+}
+
+async fn approver_operations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<ApproverOperationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let r = async {
         bearer(&state, &headers).await?;
-        let items: Vec<_> =
-            approvers::pending(&state, 200).await?.iter().map(intake::operation_view).collect();
+        let view = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?.0.view;
+        let records = match view.as_deref() {
+            None | Some("pending") => approvers::pending(&state, 200).await?,
+            Some("decided") => approvers::decided(&state, 200).await?,
+            Some(other) => {
+                return Err(Error::bad_request(
+                    "request.bad_query",
+                    format!("view must be pending or decided, not {other:?}"),
+                ));
+            }
+        };
+        let items: Vec<_> = records.iter().map(intake::operation_view).collect();
         Ok(axum::Json(json!({ "operations": items })).into_response())
     };
     respond(&state, r.await)

@@ -221,6 +221,8 @@ pub enum Inserted {
 pub struct OperationFilter {
     /// Only this state.
     pub state: Option<OpState>,
+    /// Only operations that are no longer pending (history).
+    pub decided: bool,
     /// Only those initiated with this API key.
     pub api_key: Option<String>,
     /// Strictly before this `(created_at, id)` (the page cursor).
@@ -1217,6 +1219,9 @@ impl Store {
         if filter.state.is_some() {
             sql.push_str(&format!(" AND state = ${next}"));
             next += 1;
+        }
+        if filter.decided {
+            sql.push_str(" AND state <> 'pending'");
         }
         if filter.api_key.is_some() {
             sql.push_str(&format!(" AND api_key_id = ${next}"));

@@ -194,6 +194,11 @@ impl Gateway {
         Self::start_opts(db, policy(), None, true).await
     }
 
+    /// Over HTTPS (as [`Gateway::start_tls`]) with this policy.
+    pub async fn start_tls_with(db: Db, policy: Policy) -> Gateway {
+        Self::start_opts(db, policy, None, true).await
+    }
+
     async fn start_opts(
         db: Db,
         policy: Policy,
