@@ -191,7 +191,7 @@ impl Gateway {
     /// Over HTTPS with a self-signed key (pinned by clients), trusting the software
     /// keys' development CA (`attestation_presets = ["development"]`).
     pub async fn start_tls(db: Db) -> Gateway {
-        Self::start_opts(db, policy(), None, true).await
+        Self::start_tls_with(db, policy()).await
     }
 
     /// Over HTTPS (as [`Gateway::start_tls`]) with this policy.
