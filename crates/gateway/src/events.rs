@@ -92,36 +92,42 @@ pub fn stream(
             Some(seq) => seq,
             None => state.store.audit_head().await.unwrap_or(0),
         };
-        (state, who, head, Vec::<AuditEntry>::new(), Audience::new())
+        let commits = state.store.commits();
+        (state, who, head, Vec::<AuditEntry>::new(), Audience::new(), commits)
     };
     let events = futures_util::stream::once(start).flat_map(|init| {
-        futures_util::stream::unfold(init, |(state, who, mut seen, mut queue, mut audience)| async move {
-            loop {
-                if let Some(entry) = (!queue.is_empty()).then(|| queue.remove(0)) {
-                    return Some((Ok(to_event(&entry)), (state, who, seen, queue, audience)));
-                }
-                match state.store.audit_after(seen, 200).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        seen = batch.last().map_or(seen, |e| i64::try_from(e.seq).unwrap_or(seen));
-                        queue.clear();
-                        for entry in batch {
-                            if visible(&state, &entry, &who, &mut audience).await {
-                                queue.push(entry);
-                            }
-                        }
-                        continue;
+        futures_util::stream::unfold(
+            init,
+            |(state, who, mut seen, mut queue, mut audience, mut commits)| async move {
+                loop {
+                    if let Some(entry) = (!queue.is_empty()).then(|| queue.remove(0)) {
+                        return Some((Ok(to_event(&entry)), (state, who, seen, queue, audience, commits)));
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "event stream read failed; retrying"),
+                    // Mark the commits seen *before* reading: one that lands during the
+                    // reads below wakes the wait at the end at once.
+                    commits.borrow_and_update();
+                    match state.store.audit_after(seen, 200).await {
+                        Ok(batch) if !batch.is_empty() => {
+                            seen = batch.last().map_or(seen, |e| i64::try_from(e.seq).unwrap_or(seen));
+                            queue.clear();
+                            for entry in batch {
+                                if visible(&state, &entry, &who, &mut audience).await {
+                                    queue.push(entry);
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "event stream read failed; retrying"),
+                    }
+                    // End the stream when the session ends (revocation, flagged key).
+                    if !crate::approvers::session_still_valid(&state, &who).await {
+                        return None;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), commits.changed()).await;
                 }
-                // End the stream when the session ends (revocation, flagged key).
-                if !crate::approvers::session_still_valid(&state, &who).await {
-                    return None;
-                }
-                let wake = state.store.appended();
-                let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
-            }
-        })
+            },
+        )
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat"))
 }

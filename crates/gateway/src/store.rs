@@ -283,8 +283,10 @@ pub struct LedgerEntry {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Woken after every commit that appended to the audit chain (live events).
-    appended: std::sync::Arc<tokio::sync::Notify>,
+    /// Counts commits, so live event streams wake after each. A watch channel, not a
+    /// `Notify`: a commit that lands while a stream is still reading is not lost (the
+    /// stream sees the changed value when it next waits).
+    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn ts(secs: i64) -> Result<Timestamp> {
@@ -344,7 +346,7 @@ impl Store {
         }
         let pool =
             options.connect(url.expose()).await.map_err(|e| Error::unavailable(format!("connect: {e}")))?;
-        let store = Store { pool, backend, appended: std::sync::Arc::new(tokio::sync::Notify::new()) };
+        let store = Store { pool, backend, commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)) };
         store.migrate().await?;
         Ok(store)
     }
@@ -361,14 +363,15 @@ impl Store {
     /// Database errors.
     pub async fn commit(&self, tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
         tx.commit().await?;
-        self.appended.notify_waiters();
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
-    /// Resolves after the next commit (or never, if none comes): live event streams
-    /// wait on this between reads.
-    pub async fn appended(&self) {
-        self.appended.notified().await;
+    /// A receiver that changes after every commit: a live event stream marks it seen
+    /// before reading and waits on it after an empty read.
+    #[must_use]
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Audit entries after `seq`, oldest first, at most `limit`.
