@@ -19,6 +19,8 @@ const COMMANDS: &[&str] = &[
     "admin_overview",
     "admin_invite",
     "admin_revoke_api_key",
+    "policy",
+    "admin_propose",
     "freeze",
 ];
 

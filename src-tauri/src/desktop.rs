@@ -283,6 +283,19 @@ impl Desktop {
         Ok(client.invite(&self.session().await?, id, name, roles, groups).await?)
     }
 
+    /// The policy in force.
+    pub async fn policy(&self) -> Result<Value, AppError> {
+        let (_, client) = self.client()?;
+        Ok(client.policy(&self.session().await?).await?)
+    }
+
+    /// Admins: propose a change (an `Action` as JSON) for the admin quorum. The
+    /// gateway's answer is verified like any operation before it is shown.
+    pub async fn admin_propose(&self, action: Value) -> Result<VerifiedOperation, AppError> {
+        let (_, client) = self.client()?;
+        Ok(client.propose(&self.session().await?, action).await?)
+    }
+
     /// Admins: revoke an API key at once.
     pub async fn admin_revoke_api_key(&self, id: &str) -> Result<(), AppError> {
         let (_, client) = self.client()?;

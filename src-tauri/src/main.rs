@@ -101,6 +101,16 @@ async fn admin_invite(
 }
 
 #[tauri::command]
+async fn policy(d: State<'_, Desktop>) -> Result<Value, AppError> {
+    d.policy().await
+}
+
+#[tauri::command]
+async fn admin_propose(d: State<'_, Desktop>, action: Value) -> Result<VerifiedOperation, AppError> {
+    d.admin_propose(action).await
+}
+
+#[tauri::command]
 async fn admin_revoke_api_key(d: State<'_, Desktop>, id: String) -> Result<(), AppError> {
     d.admin_revoke_api_key(&id).await
 }
@@ -187,6 +197,8 @@ fn main() {
             admin_overview,
             admin_invite,
             admin_revoke_api_key,
+            policy,
+            admin_propose,
             freeze
         ])
         .run(tauri::generate_context!());

@@ -224,4 +224,34 @@ describe("Countersign Desktop UI", () => {
     await until(() => q("inbox"), "inbox");
     expect(backend.chosenKey).toBe(1);
   });
+
+  test("admin proposals: an allowlist entry and an Ed25519 API key go to the quorum; a bad key is refused", async () => {
+    const backend = new FakeBackend();
+    await loggedIn(backend);
+    q("tab-admin")!.click();
+    await until(() => q("policy")?.textContent?.includes("admin_quorum"), "policy in force");
+    (q("allow-address") as HTMLInputElement).value = "0x8ba1f109551bD432803012645Ac136ddd64DBA72";
+    (q("allow-label") as HTMLInputElement).value = "cold wallet";
+    q("propose-allowlist")!.click();
+    await until(() => backend.proposed.length === 1, "allowlist proposal");
+    expect(backend.proposed[0]).toEqual({
+      kind: "allowlist_add",
+      details: { account: "acct_main", network: "ethereum", destination: { address: "0x8ba1f109551bD432803012645Ac136ddd64DBA72" }, label: "cold wallet" },
+    });
+    (q("key-id") as HTMLInputElement).value = "key_mm2";
+    (q("key-owner") as HTMLInputElement).value = "bob";
+    (q("key-public") as HTMLInputElement).value = "not-a-key";
+    q("propose-api-key")!.click();
+    await until(() => document.getElementById("toast")!.textContent!.includes("operation.invalid"), "refusal");
+    (q("key-public") as HTMLInputElement).value = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    (q("key-scopes") as HTMLInputElement).value = "withdraw, read, read";
+    (q("key-allow-ip") as HTMLInputElement).value = "198.51.100.0/24";
+    q("propose-api-key")!.click();
+    await until(() => backend.proposed.length === 2, "API key proposal");
+    expect(backend.proposed[1].details).toEqual({
+      key_id: "key_mm2", owner: "bob", label: "", algorithm: "ed25519",
+      public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", scopes: ["read", "withdraw"], ip_allowlist: ["198.51.100.0/24"],
+    });
+    expect(document.getElementById("toast")!.textContent).toContain("waits for the admin quorum");
+  });
 });

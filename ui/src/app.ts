@@ -53,6 +53,7 @@ export class App {
   private admin: AdminOverview | null = null;
   private adminError: string | null = null;
   private lastInvite: string | null = null;
+  private policy: Record<string, unknown> | null = null;
   private busy = false;
   private dialog: HTMLElement | null = null;
   private touchTimer: ReturnType<typeof setInterval> | null = null;
@@ -232,6 +233,7 @@ export class App {
         this.adminError = null;
         try {
           this.admin = await this.backend.adminOverview();
+          this.policy = await this.backend.policy();
         } catch (e) {
           this.admin = null;
           this.adminError = errorText(e);
@@ -373,9 +375,71 @@ export class App {
           );
         }),
       ),
-      h("p", { class: "muted" }, "New API keys, allowlist entries and policy changes go through the admin quorum: propose them with the countersign CLI (countersign admin --help)."),
+    );
+    section.append(...this.renderProposals());
+    section.append(
+      h("h3", {}, "Policy in force"),
+      h("pre", { class: "policy", "data-testid": "policy" }, this.policy ? JSON.stringify(this.policy, null, 2) : "none"),
+      h("p", { class: "muted" }, "A new policy, revocations and lifting a freeze are proposed with the countersign CLI (countersign admin --help)."),
     );
     return section;
+  }
+
+  /** Forms that propose a change: each becomes an operation other admins approve. */
+  private renderProposals(): Node[] {
+    const input = (testid: string, placeholder: string, value = "") =>
+      h("input", { type: "text", placeholder, value, "data-testid": testid, "aria-label": placeholder });
+    const list = (v: string) => [...new Set(v.split(",").map((x) => x.trim()).filter(Boolean))].sort();
+    const propose = async (action: { kind: string; details: Record<string, unknown> }) => {
+      try {
+        const op = await this.backend.adminPropose(action);
+        this.toast(`Proposed ${op.operation.id} (${op.fingerprint}): it waits for the admin quorum.`);
+      } catch (e) {
+        this.toast(errorText(e), true);
+      }
+    };
+    const account = input("allow-account", "account", "acct_main");
+    const network = input("allow-network", "network", "ethereum");
+    const address = input("allow-address", "address");
+    const memo = input("allow-memo", "memo (if the network needs one)");
+    const label = input("allow-label", "label");
+    const allow = h("button", { class: "primary", "data-testid": "propose-allowlist" }, "Propose");
+    allow.onclick = () => {
+      const destination: Record<string, unknown> = { address: address.value.trim() };
+      if (memo.value.trim()) destination.memo = memo.value.trim();
+      void propose({
+        kind: "allowlist_add",
+        details: { account: account.value.trim(), network: network.value.trim(), destination, label: label.value.trim() },
+      });
+    };
+    const keyId = input("key-id", "key id (e.g. key_mm2)");
+    const owner = input("key-owner", "owner (a person)");
+    const keyLabel = input("key-label", "what it is for");
+    const publicKey = input("key-public", "Ed25519 public key (base64url)");
+    const scopes = input("key-scopes", "scopes", "read, withdraw");
+    const allowIp = input("key-allow-ip", "allowed source CIDRs");
+    const maxValue = input("key-max", "max per request (reference currency)");
+    const create = h("button", { class: "primary", "data-testid": "propose-api-key" }, "Propose");
+    create.onclick = () => {
+      const details: Record<string, unknown> = {
+        key_id: keyId.value.trim(),
+        owner: owner.value.trim(),
+        label: keyLabel.value.trim(),
+        algorithm: "ed25519",
+        public_key: publicKey.value.trim(),
+        scopes: list(scopes.value),
+        ip_allowlist: list(allowIp.value),
+      };
+      if (maxValue.value.trim()) details.max_reference_value = maxValue.value.trim();
+      void propose({ kind: "api_key_create", details });
+    };
+    return [
+      h("h3", {}, "Allowlist a destination"),
+      h("div", { class: "form" }, account, network, address, memo, label, allow),
+      h("h3", {}, "Create an API key"),
+      h("div", { class: "form" }, keyId, owner, keyLabel, publicKey, scopes, allowIp, maxValue, create),
+      h("p", { class: "muted" }, "Make the key pair where the bot runs and paste only its public half: approvers sign exactly that key, and no secret travels."),
+    ];
   }
 
   private renderInbox(): HTMLElement {

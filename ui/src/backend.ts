@@ -30,6 +30,10 @@ export interface Backend {
   adminInvite(id: string, name: string, roles: string[], groups: string[]): Promise<string>;
   /** Admins: revoke an API key at once. */
   adminRevokeApiKey(id: string): Promise<void>;
+  /** The policy in force (any approver). */
+  policy(): Promise<Record<string, unknown> | null>;
+  /** Admins: propose a change (`{kind, details}`) for the admin quorum; the operation comes back verified. */
+  adminPropose(action: { kind: string; details: Record<string, unknown> }): Promise<Operation>;
   onKeyPrompt(handler: (p: KeyPrompt) => void): void;
   onGatewayEvent(handler: (e: GatewayEvent) => void): void;
 }

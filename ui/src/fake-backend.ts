@@ -219,6 +219,24 @@ export class FakeBackend implements Backend {
     return `countersign://enroll?gateway=https%3A%2F%2Ffake.gateway&code=FAKECODE${this.invited.length}&pin=sha256%2FFAKEPIN`;
   }
 
+  proposed: { kind: string; details: Record<string, unknown> }[] = [];
+
+  async policy(): Promise<Record<string, unknown> | null> {
+    return { version: 1, reference_currency: "USD", withdrawal_quorum: { groups: [{ group: "traders", min: 1 }] }, admin_quorum: { groups: [{ group: "admins", min: 2 }] } };
+  }
+
+  async adminPropose(action: { kind: string; details: Record<string, unknown> }): Promise<Operation> {
+    this.requireAdmin();
+    if (action.kind === "api_key_create" && !/^[A-Za-z0-9_-]{43}$/.test(String(action.details.public_key))) {
+      throw { code: "operation.invalid", message: "public_key: an Ed25519 public key, 32 bytes in base64url" } satisfies AppError;
+    }
+    this.proposed.push(action);
+    const op = sampleOperation(900 + this.proposed.length);
+    op.operation.action = action;
+    op.operation.initiator = { type: "approver", approver: "alice" };
+    return op;
+  }
+
   async adminRevokeApiKey(id: string): Promise<void> {
     this.requireAdmin();
     const key = this.admin.apiKeys.find((k) => k.id === id && !k.revoked_at);

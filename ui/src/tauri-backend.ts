@@ -23,6 +23,8 @@ export const tauriBackend: Backend = {
   adminInvite: (id: string, name: string, roles: string[], groups: string[]) =>
     invoke<string>("admin_invite", { id, name, roles, groups }),
   adminRevokeApiKey: (id: string) => invoke<void>("admin_revoke_api_key", { id }),
+  policy: () => invoke<Record<string, unknown> | null>("policy"),
+  adminPropose: (action: { kind: string; details: Record<string, unknown> }) => invoke<Operation>("admin_propose", { action }),
   onKeyPrompt(handler: (p: KeyPrompt) => void) {
     void listen<KeyPrompt>("key-prompt", (e) => handler(e.payload));
   },

@@ -184,6 +184,8 @@ enum AdminCommand {
     },
     /// Revoke an API key now. One admin suffices: revoking only removes power.
     ApiKeyRevoke { id: String },
+    /// The policy in force (JSON): tiers, quorums, allowlist, velocity, admin quorum.
+    PolicyShow,
     /// Propose a new policy (JSON file).
     PolicyPropose { file: PathBuf },
     /// Propose any administrative action (JSON file: {"kind": …, "details": …}).
@@ -491,6 +493,12 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> Outcome {
                 })
                 .collect();
             ctx.print(if lines.is_empty() { "No API keys.".into() } else { lines.join("\n") }, list);
+            return Ok(());
+        }
+        AdminCommand::PolicyShow => {
+            let policy = client.policy(&session).await?;
+            let text = serde_json::to_string_pretty(&policy).map_err(|e| local(e.to_string()))?;
+            ctx.print(text, policy);
             return Ok(());
         }
         AdminCommand::ApiKeyRevoke { id } => {

@@ -353,6 +353,14 @@ impl Client {
         Ok(self.get("/v1/admin/approvers", Some(session)).await?["approvers"].clone())
     }
 
+    /// The policy in force (any logged-in approver).
+    ///
+    /// # Errors
+    /// `session.*`, transport errors.
+    pub async fn policy(&self, session: &Session) -> Result<Value> {
+        Ok(self.get("/v1/policy", Some(session)).await?["policy"].clone())
+    }
+
     /// Admins: every API key (public fields; no secret ever leaves the gateway).
     ///
     /// # Errors

@@ -240,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/enrollment-codes", post(admin_invite))
         .route("/v1/admin/approvers", get(admin_approvers))
         .route("/v1/admin/api-keys", get(admin_api_keys))
+        .route("/v1/policy", get(current_policy))
         .route("/v1/admin/api-keys/{id}/revoke", post(admin_revoke_api_key))
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/info", get(info))
@@ -785,6 +786,17 @@ async fn admin_invite(
             "expires_in_seconds": state.config.webauthn.enrollment_code_ttl_seconds,
         }))
         .into_response())
+    };
+    respond(&state, r.await)
+}
+
+/// The policy in force, for any logged-in approver: who must approve what is not a
+/// secret from the people who approve.
+async fn current_policy(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let r = async {
+        bearer(&state, &headers).await?;
+        let policy = state.store.current_policy().await?;
+        Ok(axum::Json(json!({ "policy": policy })).into_response())
     };
     respond(&state, r.await)
 }

@@ -248,6 +248,12 @@ async fn admins_invite_through_the_quorum_and_export_the_audit_chain() {
         let out = carol.run(&["login"], &format!("{PIN}\n"));
         assert_eq!(out.code, 0, "active after the quorum: {out:?}");
 
+        // Anyone logged in reads the policy in force.
+        let out = carol.run(&["admin", "policy-show", "--json"], "");
+        assert_eq!(out.code, 0, "{out:?}");
+        let policy: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(policy["admin_quorum"]["groups"][0]["group"], "admins", "{out:?}");
+
         // Admins see people and keys; a non-admin is refused.
         let out = alice.run(&["admin", "approvers"], "");
         assert_eq!(out.code, 0, "{out:?}");

@@ -635,6 +635,7 @@ pub async fn health_metrics_and_openapi_match_the_routes(db: Db) {
         "/v1/admin/approvers",
         "/v1/admin/api-keys",
         "/v1/admin/api-keys/{id}/revoke",
+        "/v1/policy",
         "/v1/admin/audit",
         "/v1/info",
         "/healthz",
