@@ -93,6 +93,7 @@ pub async fn one_rejection_vetoes_and_an_unanswered_operation_expires(db: Db) {
     let key = gw.api_key("key_bot1", KeySpec::default()).await;
 
     let vetoed = gw.withdraw(&key, &eth("12.5")).await.op_id();
+    gw.clock.advance(1); // so "newest first" below has one answer
     let ignored = gw.withdraw(&key, &eth("13")).await.op_id();
     assert_eq!(decide(&alice, &vetoed, Decision::Reject).await.unwrap()["state"], "rejected");
     assert_eq!(decide(&carol, &vetoed, Decision::Approve).await.unwrap_err().code(), "decision.not_pending");
