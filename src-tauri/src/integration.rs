@@ -105,18 +105,22 @@ pub fn set_pending_count(app: &AppHandle, count: usize) {
     }
 }
 
-/// A native notification (freedesktop, over D-Bus). Best effort: a desktop without a
-/// notification service loses the notification, never the operation.
-pub fn notify(summary: &str, body: &str) {
-    let shown = notify_rust::Notification::new()
-        .appname("Countersign")
-        .summary(summary)
-        .body(body)
-        .timeout(notify_rust::Timeout::Milliseconds(10_000))
-        .show();
-    if let Err(e) = shown {
-        tracing::debug!(error = %e, "no notification service");
-    }
+/// A native notification (freedesktop, over D-Bus), sent from its own thread so a
+/// slow or absent notification service never holds up the caller (the live event
+/// loop). Best effort: without a service the notification is lost, never the
+/// operation.
+pub fn notify(summary: &'static str, body: &'static str) {
+    std::thread::spawn(move || {
+        let shown = notify_rust::Notification::new()
+            .appname("Countersign")
+            .summary(summary)
+            .body(body)
+            .timeout(notify_rust::Timeout::Milliseconds(10_000))
+            .show();
+        if let Err(e) = shown {
+            tracing::debug!(error = %e, "no notification service");
+        }
+    });
 }
 
 #[cfg(test)]

@@ -115,6 +115,10 @@ pub async fn one_rejection_vetoes_and_an_unanswered_operation_expires(db: Db) {
         history.iter().map(|o| (o.operation.id.to_string(), o.state.clone())).collect();
     assert_eq!(seen, vec![(ignored.clone(), "expired".into()), (vetoed, "rejected".into())]);
     assert!(carol.0.pending(&carol.1).await.unwrap().is_empty());
+    // A view that does not exist is a clear error, not an empty list.
+    let url = format!("{}/v1/approver/operations?view=everything", gw.base);
+    let r = Reply::from(gw.http.get(url).bearer_auth(carol.1.expose()).send().await.unwrap()).await;
+    assert_eq!((r.status, r.code()), (400, "request.bad_query"), "{r:?}");
 }
 
 /// The November 2023 incident: the attacker holds every API key and sends from an

@@ -20,6 +20,11 @@ const ROW_HEIGHT = 76;
 export const IDLE_LOCK_MS = 5 * 60 * 1000;
 const TOUCH_SECONDS = 30;
 
+/** "a, b ,c" -> ["a", "b", "c"]. */
+function csv(v: string): string[] {
+  return v.split(",").map((x) => x.trim()).filter(Boolean);
+}
+
 function describeKey(k: KeyInfo): string {
   const parts = [k.software ? `${k.label} (SOFTWARE)` : k.label];
   if (k.firmware) parts.push(`firmware ${k.firmware}`);
@@ -329,10 +334,9 @@ export class App {
     const roles = h("input", { type: "text", value: "approver", "data-testid": "invite-roles", "aria-label": "Roles, comma-separated" });
     const groups = h("input", { type: "text", placeholder: "groups (e.g. traders)", "data-testid": "invite-groups", "aria-label": "Groups, comma-separated" });
     const invite = h("button", { class: "primary", "data-testid": "invite" }, "Create enrollment link");
-    const list = (v: string) => v.split(",").map((x) => x.trim()).filter(Boolean);
     invite.onclick = async () => {
       try {
-        this.lastInvite = await this.backend.adminInvite(id.value.trim(), name.value.trim(), list(roles.value), list(groups.value));
+        this.lastInvite = await this.backend.adminInvite(id.value.trim(), name.value.trim(), csv(roles.value), csv(groups.value));
         this.render();
         this.toast("Enrollment link created: give it to them over a channel you trust.");
       } catch (e) {
@@ -389,7 +393,8 @@ export class App {
   private renderProposals(): Node[] {
     const input = (testid: string, placeholder: string, value = "") =>
       h("input", { type: "text", placeholder, value, "data-testid": testid, "aria-label": placeholder });
-    const list = (v: string) => [...new Set(v.split(",").map((x) => x.trim()).filter(Boolean))].sort();
+    // Sets in the canonical form are sorted and without duplicates.
+    const set = (v: string) => [...new Set(csv(v))].sort();
     const propose = async (action: { kind: string; details: Record<string, unknown> }) => {
       try {
         const op = await this.backend.adminPropose(action);
@@ -427,8 +432,8 @@ export class App {
         label: keyLabel.value.trim(),
         algorithm: "ed25519",
         public_key: publicKey.value.trim(),
-        scopes: list(scopes.value),
-        ip_allowlist: list(allowIp.value),
+        scopes: set(scopes.value),
+        ip_allowlist: set(allowIp.value),
       };
       if (maxValue.value.trim()) details.max_reference_value = maxValue.value.trim();
       void propose({ kind: "api_key_create", details });

@@ -594,9 +594,17 @@ async fn login_finish(State(state): State<AppState>, b: JsonBody<AssertionFinish
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApproverOperationsQuery {
-    /// `pending` (the default) or `decided` (history).
     #[serde(default)]
-    view: Option<String>,
+    view: ApproverView,
+}
+
+/// What an approver lists: what waits (the default) or what was decided (history).
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ApproverView {
+    #[default]
+    Pending,
+    Decided,
 }
 
 async fn approver_operations(
@@ -606,16 +614,10 @@ async fn approver_operations(
 ) -> Response {
     let r = async {
         bearer(&state, &headers).await?;
-        let view = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?.0.view;
-        let records = match view.as_deref() {
-            None | Some("pending") => approvers::pending(&state, 200).await?,
-            Some("decided") => approvers::decided(&state, 200).await?,
-            Some(other) => {
-                return Err(Error::bad_request(
-                    "request.bad_query",
-                    format!("view must be pending or decided, not {other:?}"),
-                ));
-            }
+        let Query(q) = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?;
+        let records = match q.view {
+            ApproverView::Pending => approvers::pending(&state, 200).await?,
+            ApproverView::Decided => approvers::decided(&state, 200).await?,
         };
         let items: Vec<_> = records.iter().map(intake::operation_view).collect();
         Ok(axum::Json(json!({ "operations": items })).into_response())

@@ -571,7 +571,9 @@ impl Store {
         .execute(&mut *tx)
         .await;
         match r {
-            // Two writers raced past the check above: the loser writes nothing.
+            // Two writers raced past the check above: the loser writes nothing (on
+            // PostgreSQL its transaction is aborted, so the caller's next statement
+            // fails and everything rolls back).
             Err(e) if is_unique_violation(&e) => return Ok(false),
             r => r?,
         };

@@ -81,12 +81,16 @@ pub fn dev_ca_pem() -> Result<String, Error> {
     cert.to_pem(LineEndingPem::LF).map_err(|_| Error::Crypto("PEM encoding"))
 }
 
-struct LeafProfile {
-    issuer: Name,
-    subject: Name,
+/// A certificate profile: issuer and subject as given, basic constraints, and any
+/// extra extensions (the PIV card's Yubico extensions).
+pub(crate) struct Profile {
+    pub issuer: Name,
+    pub subject: Name,
+    pub ca: bool,
+    pub extra: Vec<Extension>,
 }
 
-impl BuilderProfile for LeafProfile {
+impl BuilderProfile for Profile {
     fn get_issuer(&self, _subject: &Name) -> Name {
         self.issuer.clone()
     }
@@ -101,9 +105,10 @@ impl BuilderProfile for LeafProfile {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         tbs: &TbsCertificate,
     ) -> Result<Vec<Extension>, CertBuilderError> {
-        let mut extensions = Vec::with_capacity(1);
-        let ca_false = BasicConstraints { ca: false, path_len_constraint: None };
-        extensions.push(ca_false.to_extension(tbs.subject(), &extensions)?);
+        let mut extensions = Vec::with_capacity(1 + self.extra.len());
+        let constraints = BasicConstraints { ca: self.ca, path_len_constraint: None };
+        extensions.push(constraints.to_extension(tbs.subject(), &extensions)?);
+        extensions.extend(self.extra.iter().cloned());
         Ok(extensions)
     }
 }
@@ -112,8 +117,12 @@ impl BuilderProfile for LeafProfile {
 pub(crate) fn attestation() -> Result<Attestation, Error> {
     let (ca_key, ca_cert) = dev_ca()?;
     let key = labelled_key("countersign softkey attestation key v1")?;
-    let profile =
-        LeafProfile { issuer: ca_cert.tbs_certificate().subject().clone(), subject: name(LEAF_SUBJECT)? };
+    let profile = Profile {
+        issuer: ca_cert.tbs_certificate().subject().clone(),
+        subject: name(LEAF_SUBJECT)?,
+        ca: false,
+        extra: Vec::new(),
+    };
     let leaf = CertificateBuilder::new(profile, serial(2)?, validity()?, spki(&key)?)
         .and_then(|b| b.build::<SigningKey, DerSignature>(&ca_key))
         .map_err(|_| Error::Crypto("attestation certificate"))?;

@@ -20,17 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aes::Aes192;
 use aes::cipher::{BlockCipherDecrypt as _, BlockCipherEncrypt as _, KeyInit as _};
-use crypto_glue::traits::{EncodeDer as _, EncodePem as _, LineEndingPem, ToExtension as _};
-use crypto_glue::x509::profile::BuilderProfile;
-use crypto_glue::x509::{
-    BasicConstraints, Builder as _, CertBuilderError, CertificateBuilder, Extension, Name, ObjectIdentifier,
-    OctetString, SubjectPublicKeyInfoRef, TbsCertificate,
-};
+use crypto_glue::traits::{EncodeDer as _, EncodePem as _, LineEndingPem};
+use crypto_glue::x509::{Builder as _, CertificateBuilder, Extension, ObjectIdentifier, OctetString};
 use p256::ecdsa::signature::hazmat::PrehashSigner as _;
 use p256::ecdsa::{DerSignature, Signature, SigningKey};
 
-use crate::Error;
-use crate::attestation::{labelled_key, name, serial, spki, validity};
+use crate::attestation::{Profile, labelled_key, name, serial, spki, validity};
+use crate::{Error, random};
 
 /// The management key every YubiKey ships with (AES-192 from firmware 5.7).
 pub const DEFAULT_MANAGEMENT_KEY_HEX: &str = "010203040506070801020304050607080102030405060708";
@@ -434,40 +430,4 @@ fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(value);
     out
-}
-
-fn random<const N: usize>() -> Result<[u8; N], Error> {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|_| Error::Crypto("no randomness"))?;
-    Ok(out)
-}
-
-struct Profile {
-    issuer: Name,
-    subject: Name,
-    ca: bool,
-    extra: Vec<Extension>,
-}
-
-impl BuilderProfile for Profile {
-    fn get_issuer(&self, _subject: &Name) -> Name {
-        self.issuer.clone()
-    }
-
-    fn get_subject(&self) -> Name {
-        self.subject.clone()
-    }
-
-    fn build_extensions(
-        &self,
-        _spk: SubjectPublicKeyInfoRef<'_>,
-        _issuer_spk: SubjectPublicKeyInfoRef<'_>,
-        tbs: &TbsCertificate,
-    ) -> Result<Vec<Extension>, CertBuilderError> {
-        let mut extensions = Vec::with_capacity(1 + self.extra.len());
-        let constraints = BasicConstraints { ca: self.ca, path_len_constraint: None };
-        extensions.push(constraints.to_extension(tbs.subject(), &extensions)?);
-        extensions.extend(self.extra.iter().cloned());
-        Ok(extensions)
-    }
 }

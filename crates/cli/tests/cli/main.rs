@@ -333,6 +333,15 @@ async fn api_keys_are_created_through_the_quorum_and_revoked_by_one_admin() {
         let out = create("AAAA");
         assert_eq!(out.code, 2, "{out:?}");
         assert!(out.stderr.contains("public_key"), "{out:?}");
+        // Nor a key nobody answers for, or one that would be dead on arrival.
+        let base = ["admin", "api-key-create", "--id", "key_x", "--label", "x", "--public-key", &public_key];
+        let out = alice.run(&[&base[..], &["--owner", "nobody", "--scope", "read"]].concat(), "");
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("api_key.unknown_owner"), "{out:?}");
+        let expired = ["--owner", "dave", "--scope", "read", "--expires-at", "2020-01-01T00:00:00Z"];
+        let out = alice.run(&[&base[..], &expired].concat(), "");
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("api_key.expired"), "{out:?}");
 
         let out = create(&public_key);
         assert_eq!(out.code, 0, "{out:?}");

@@ -7,6 +7,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "piv")]
+mod piv;
+
 use countersign_core::binding::ApprovalBinding;
 use countersign_keys::{Cancel, Ceremony, Error, KeyInfo, Pin, PinRequest, Prompt};
 use countersign_softkey::{Presence, SoftKey, dev_ca_pem};

@@ -6,25 +6,23 @@
 //!
 //! Skipped, with the reason printed, only where pcscd or vpcd is not installed
 //! (`scripts/setup` installs both).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
-
-use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use countersign_core::{Decision, Digest, piv};
 use countersign_keys::piv::{
     ManagementKey, PivKey, YUBICO_PIV_ROOT_PEM, certificates_from_pem, verify_attestation,
 };
-use countersign_keys::{Error, KeyInfo, Pin, PinRequest, Prompt};
+use countersign_keys::{Error, Pin};
 use countersign_softkey::piv::{DEFAULT_MANAGEMENT_KEY_HEX, DEFAULT_PIN, SoftPivCard, piv_test_root_pem};
+
+use crate::Person;
 
 const READER: &str = "Virtual PCD 00 00";
 const VPCD_CONF: &str = "/etc/reader.conf.d/vpcd";
 
 /// A pcscd this test started (stopped on drop), or none when one was running.
+#[derive(Debug)]
 struct Pcscd(Option<Child>);
 
 impl Drop for Pcscd {
@@ -57,48 +55,6 @@ fn pcscd() -> Result<Pcscd, String> {
         .spawn()
         .map_err(|e| format!("pcscd could not start: {e}"))?;
     Ok(Pcscd(Some(child)))
-}
-
-/// The person at the card: types the scripted PINs, confirms the last retry or not.
-struct Person {
-    pins: Mutex<VecDeque<&'static str>>,
-    seen: Mutex<Vec<PinRequest>>,
-    confirm_last: bool,
-    touches: AtomicUsize,
-}
-
-impl std::fmt::Debug for Person {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Person")
-    }
-}
-
-impl Person {
-    fn typing(pins: &[&'static str]) -> Person {
-        Person {
-            pins: Mutex::new(pins.iter().copied().collect()),
-            seen: Mutex::new(Vec::new()),
-            confirm_last: false,
-            touches: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Prompt for Person {
-    fn choose_key(&self, _keys: &[KeyInfo]) -> Option<usize> {
-        Some(0)
-    }
-    fn pin(&self, request: &PinRequest) -> Option<Pin> {
-        self.seen.lock().unwrap().push(request.clone());
-        self.pins.lock().unwrap().pop_front().map(|p| Pin::new(p.into()))
-    }
-    fn confirm_last_retry(&self) -> bool {
-        self.confirm_last
-    }
-    fn touch(&self) {
-        self.touches.fetch_add(1, Ordering::SeqCst);
-    }
-    fn processing(&self) {}
 }
 
 fn open_when_ready() -> PivKey {
@@ -154,10 +110,9 @@ fn piv_enrolls_attests_and_signs_approvals_over_pcsc() {
     // operation, decision and challenge.
     let digest = Digest::from_bytes([0x42; 32]);
     let challenge = [0x17; 32];
-    let person = Person::typing(&[DEFAULT_PIN]);
-    let sig = key.sign_approval(&person, &digest, Decision::Approve, &challenge).unwrap();
-    assert_eq!(person.seen.lock().unwrap()[0].retries_left, Some(3));
-    assert_eq!(person.touches.load(Ordering::SeqCst), 1);
+    let person = Person::typing(&[Some(DEFAULT_PIN)]);
+    let sig = key.sign_approval(&*person, &digest, Decision::Approve, &challenge).unwrap();
+    assert_eq!(person.seen(), ["pin retries=Some(3) wrong=false", "touch", "processing"]);
     assert_eq!(piv::verify(&enrolled.public_key, &digest, Decision::Approve, &challenge, &sig), Ok(()));
     assert_eq!(
         piv::verify(&enrolled.public_key, &digest, Decision::Reject, &challenge, &sig),
@@ -165,39 +120,38 @@ fn piv_enrolls_attests_and_signs_approvals_over_pcsc() {
     );
 
     // A wrong PIN is asked again, with the retries left.
-    let person = Person::typing(&["000000", DEFAULT_PIN]);
-    let sig = key.sign_approval(&person, &digest, Decision::Reject, &challenge).unwrap();
-    let seen = person.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2);
-    assert_eq!((seen[1].retries_left, seen[1].previous_attempt_wrong), (Some(2), true));
+    let person = Person::typing(&[Some("000000"), Some(DEFAULT_PIN)]);
+    let sig = key.sign_approval(&*person, &digest, Decision::Reject, &challenge).unwrap();
+    assert_eq!(
+        person.seen(),
+        ["pin retries=Some(3) wrong=false", "pin retries=Some(2) wrong=true", "touch", "processing"]
+    );
     assert_eq!(piv::verify(&enrolled.public_key, &digest, Decision::Reject, &challenge, &sig), Ok(()));
 
     // No touch: the card refuses, and says so.
     touch.set(false);
-    let err = key
-        .sign_approval(&Person::typing(&[DEFAULT_PIN]), &digest, Decision::Approve, &challenge)
-        .unwrap_err();
+    let person = Person::typing(&[Some(DEFAULT_PIN)]);
+    let err = key.sign_approval(&*person, &digest, Decision::Approve, &challenge).unwrap_err();
     assert_eq!(err.code(), "key.denied", "{err}");
     touch.set(true);
 
     // Cancelled at the PIN dialog.
-    let err = key.sign_approval(&Person::typing(&[]), &digest, Decision::Approve, &challenge).unwrap_err();
+    let err =
+        key.sign_approval(&*Person::typing(&[None]), &digest, Decision::Approve, &challenge).unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
 
     // Two wrong PINs leave one retry: not spent without explicit confirmation ...
-    let err = key
-        .sign_approval(&Person::typing(&["000000", "000000"]), &digest, Decision::Approve, &challenge)
-        .unwrap_err();
+    let person = Person::typing(&[Some("000000"), Some("000000")]);
+    let err = key.sign_approval(&*person, &digest, Decision::Approve, &challenge).unwrap_err();
     assert_eq!(err.code(), "key.pin_last_retry", "{err}");
+    assert_eq!(person.seen().last().map(String::as_str), Some("last retry?"));
     assert_eq!(key.pin_retries().unwrap(), 1);
     // ... and spent wrongly with it, the PIN is blocked with a clear remedy.
-    let mut person = Person::typing(&["000000"]);
-    person.confirm_last = true;
-    let err = key.sign_approval(&person, &digest, Decision::Approve, &challenge).unwrap_err();
+    let person = Person::confirming(&[Some("000000")]);
+    let err = key.sign_approval(&*person, &digest, Decision::Approve, &challenge).unwrap_err();
     assert_eq!(err.code(), "key.pin_blocked", "{err}");
     assert!(err.to_string().contains("PUK"), "{err}");
-    let err = key
-        .sign_approval(&Person::typing(&[DEFAULT_PIN]), &digest, Decision::Approve, &challenge)
-        .unwrap_err();
+    let person = Person::typing(&[Some(DEFAULT_PIN)]);
+    let err = key.sign_approval(&*person, &digest, Decision::Approve, &challenge).unwrap_err();
     assert_eq!(err.code(), "key.pin_blocked", "a blocked PIN stays blocked: {err}");
 }
