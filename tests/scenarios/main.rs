@@ -8,12 +8,14 @@
 #[path = "../../crates/gateway/tests/gateway/support.rs"]
 mod support;
 
+mod invariants;
 mod settlement;
 
 use countersign_client::{Client, EnrollmentLink, Error, Session, VerifiedOperation};
 use countersign_core::operation::Role;
 use countersign_core::{Action, Decision};
 use countersign_softkey::SoftKey;
+use invariants::the_invariant_checker_passes_a_real_run_and_names_each_broken_promise;
 use serde_json::{Value, json};
 use settlement::Settlement;
 use support::*;
@@ -38,6 +40,7 @@ both!(
     an_altered_operation_is_refused_by_the_client_and_by_the_gateway,
     settlement_refuses_what_the_quorum_did_not_sign,
     a_new_approver_counts_only_after_the_admins_approve,
+    the_invariant_checker_passes_a_real_run_and_names_each_broken_promise,
 );
 
 /// A person with roles and groups, enrolled from a bootstrap link and logged in.

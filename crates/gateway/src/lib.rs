@@ -10,6 +10,7 @@
 //! | [`intake`] | `POST /v1/withdrawals`: validation, risk, policy, storage; expiry sweep |
 //! | [`release`] | the signed document settlement receives |
 //! | [`store`] | SQLite / PostgreSQL, the audit chain, exactly-once transitions |
+//! | [`invariants`] | the independent check of every promise (`countersign-gateway check`) |
 //! | [`assets`] | listed assets and address checks per network |
 //! | [`config`], [`keys`], [`clock`], [`metrics`], [`error`] | the edges |
 //!
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod intake;
+pub mod invariants;
 pub mod keys;
 pub mod metrics;
 pub mod release;

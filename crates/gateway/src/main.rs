@@ -65,6 +65,21 @@ enum Command {
     Approver(ApproverCommand),
     /// Print the approver registry signed by the gateway key (for settlement).
     Registry,
+    /// Check every invariant on the database: nothing released twice or without a
+    /// verified quorum, every decision a verified assertion, counters increasing,
+    /// the audit chain whole and covering every state change. Exits non-zero on any
+    /// violation.
+    Check {
+        /// Operations clients were told were accepted: JSON lines `{"id", "digest"}`.
+        #[arg(long)]
+        accepted: Option<PathBuf>,
+        /// Release documents settlement received: one JSON document per line.
+        #[arg(long)]
+        settled: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +283,9 @@ async fn main() -> ExitCode {
             Ok(r) => serde_json::to_string_pretty(&r).map_err(|e| e.to_string()).and_then(done),
             Err(e) => Err(e.to_string()),
         },
+        Command::Check { accepted, settled, json } => {
+            return check(&state, accepted.as_deref(), settled.as_deref(), json).await;
+        }
         Command::Audit(AuditCommand::Export) => {
             state.store.audit_export().await.map(|t| print!("{t}")).map_err(|e| e.to_string())
         }
@@ -286,6 +304,62 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
+    }
+}
+
+async fn check(
+    state: &AppState,
+    accepted: Option<&std::path::Path>,
+    settled: Option<&std::path::Path>,
+    json: bool,
+) -> ExitCode {
+    use countersign_gateway::invariants::{Evidence, check};
+    fn lines(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
+            .collect()
+    }
+    let mut evidence = Evidence::default();
+    if let Some(path) = accepted {
+        match lines(path) {
+            Ok(values) => {
+                for v in values {
+                    match (v["id"].as_str(), v["digest"].as_str()) {
+                        (Some(id), Some(d)) => evidence.accepted.push((id.to_owned(), d.to_owned())),
+                        _ => {
+                            return fail(format!(
+                                "{}: each line needs \"id\" and \"digest\"",
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    if let Some(path) = settled {
+        match lines(path) {
+            Ok(docs) => evidence.settled = Some(docs),
+            Err(e) => return fail(e),
+        }
+    }
+    match check(state, &evidence).await {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => return fail(e),
+                }
+            } else {
+                println!("{report}");
+            }
+            if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => fail(format!("cannot check: {e}")),
     }
 }
 

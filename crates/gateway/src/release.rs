@@ -53,8 +53,12 @@ pub async fn deliver_once(
 ) -> Result<usize> {
     let mut delivered = 0;
     for row in state.store.due_deliveries(now, 50).await? {
-        // Claim the row for a while, so another instance does not send it meanwhile.
-        let lease = now.plus_seconds(60);
+        // Claim the row for one attempt (the webhook timeout and a margin), so another
+        // instance does not send it meanwhile; if this instance dies, another takes
+        // it over when the lease ends.
+        let lease_seconds =
+            i64::try_from(state.config.settlement.timeout_seconds).unwrap_or(60).saturating_add(10);
+        let lease = state.clock.now().max(now).plus_seconds(lease_seconds);
         if !state.store.claim_delivery(&row.operation_id, row.next_attempt_at, lease).await? {
             continue;
         }

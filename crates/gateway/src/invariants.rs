@@ -1,0 +1,578 @@
+//! The invariant checker: reads a gateway's database — and, when given, what
+//! clients were told and what settlement received — and checks the promises
+//! Countersign makes, independently of the code that keeps them.
+//!
+//! | rule | what must hold |
+//! |---|---|
+//! | `operation.corrupt` | every stored operation decodes strictly and its digest column is its digest |
+//! | `accepted.missing` | every operation a client was told was accepted is stored, with that digest |
+//! | `release.unverified` | every release document verifies as settlement checks it: gateway signature, and a quorum certificate under the policy version that judged the operation (or a policy that needs nobody) |
+//! | `release.basis` | an operation the policy held is released only on a quorum |
+//! | `release.approval_not_stored` | every approval in a release document is a stored decision, byte for byte |
+//! | `release.state` | released ⇔ exactly one settlement-ledger row |
+//! | `release.twice` | no operation has two release events or two different release documents |
+//! | `decision.unverified` | every counted decision is a stored assertion that verifies against its key and is bound to its operation and decision |
+//! | `counter.regressed` | each key's signature counters only increase, and the stored counter is not behind them |
+//! | `audit.chain` | the audit chain verifies (hashes, signed checkpoints) and its head is the stored head |
+//! | `audit.coverage` | every operation's receipt, final state and every counted decision is in the chain once |
+//! | `settlement.unknown` | settlement received only documents the ledger holds, each verifying |
+//! | `settlement.lost` | everything the ledger marks delivered reached settlement |
+//!
+//! `countersign-gateway check` runs it on the configured database; the fault
+//! scripts (`scripts/faults`) run it after killing gateways mid-run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use countersign_core::audit::verify_export;
+use countersign_core::binding::Decision;
+use countersign_core::canonical::{self, Digest};
+use countersign_core::certificate::{
+    CertifiedApproval, Registry, RegistryApprover, RegistryCredential, verify_assertion,
+};
+use countersign_core::id::{ApproverId, GroupName};
+use countersign_core::operation::{Operation, Role};
+use countersign_core::policy::{Policy, Verdict};
+use countersign_core::release::{ReleaseBasis, ReleaseDocument, Trust, verify_release};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::AppState;
+use crate::error::{Error, Result};
+use crate::store::OpState;
+
+/// What happened outside the database, to hold it against.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Operations clients were told were accepted: (operation id, digest hex).
+    pub accepted: Vec<(String, String)>,
+    /// Release documents settlement received, in arrival order (with repeats:
+    /// delivery is at least once).
+    pub settled: Option<Vec<Value>>,
+}
+
+/// One broken promise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which rule (see the module table).
+    pub rule: &'static str,
+    /// The operation, credential or entry concerned.
+    pub subject: String,
+    /// What was found.
+    pub detail: String,
+}
+
+/// What was checked and what was found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Operations stored, by state.
+    pub operations: BTreeMap<String, usize>,
+    /// Release documents verified.
+    pub releases: usize,
+    /// Stored decisions verified.
+    pub decisions: usize,
+    /// Audit entries verified.
+    pub audit_entries: u64,
+    /// Accepted operations held against the database.
+    pub accepted: usize,
+    /// Documents settlement received (with repeats).
+    pub settled: usize,
+    /// Of those, repeats of a document already received (at-least-once delivery;
+    /// settlement executes each operation once).
+    pub repeated_deliveries: usize,
+    /// Every violation found.
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    /// True when no invariant is broken.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn violation(&mut self, rule: &'static str, subject: impl Into<String>, detail: impl Into<String>) {
+        self.violations.push(Violation { rule, subject: subject.into(), detail: detail.into() });
+    }
+
+    /// The rules that were broken, each once.
+    #[must_use]
+    pub fn broken_rules(&self) -> BTreeSet<&'static str> {
+        self.violations.iter().map(|v| v.rule).collect()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let states: Vec<String> = self.operations.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let total: usize = self.operations.values().sum();
+        writeln!(f, "operations: {total} ({})", states.join(", "))?;
+        writeln!(f, "release documents verified: {}", self.releases)?;
+        writeln!(f, "decisions verified: {}", self.decisions)?;
+        writeln!(f, "audit entries verified: {}", self.audit_entries)?;
+        writeln!(f, "accepted operations found: {}", self.accepted)?;
+        writeln!(
+            f,
+            "settlement documents: {} ({} repeated deliveries)",
+            self.settled, self.repeated_deliveries
+        )?;
+        if self.ok() {
+            write!(f, "verdict: OK, every invariant holds")
+        } else {
+            for v in self.violations.iter().take(50) {
+                writeln!(f, "VIOLATION {} {}: {}", v.rule, v.subject, v.detail)?;
+            }
+            if self.violations.len() > 50 {
+                writeln!(f, "… and {} more", self.violations.len() - 50)?;
+            }
+            write!(f, "verdict: BROKEN, {} violations of {:?}", self.violations.len(), self.broken_rules())
+        }
+    }
+}
+
+struct StoredOp {
+    operation: Operation,
+    state: OpState,
+    digest: String,
+    held: bool,
+}
+
+struct StoredDecision {
+    operation: String,
+    approver: String,
+    credential: String,
+    decision: String,
+    approval: CertifiedApproval,
+    decided_at: i64,
+}
+
+struct StoredCredential {
+    approver: String,
+    public_key: String,
+    counter: i64,
+    status: String,
+}
+
+fn signature_counter(authenticator_data: &str) -> Option<u32> {
+    let bytes = data_encoding::BASE64URL_NOPAD.decode(authenticator_data.as_bytes()).ok()?;
+    Some(u32::from_be_bytes(bytes.get(33..37)?.try_into().ok()?))
+}
+
+fn end_event(state: OpState) -> &'static str {
+    match state {
+        OpState::Denied => "operation.denied",
+        OpState::Pending => "operation.pending",
+        OpState::Approved => "operation.approved",
+        OpState::Released => "operation.released",
+        OpState::Rejected => "operation.rejected",
+        OpState::Expired => "operation.expired",
+        OpState::Cancelled => "operation.cancelled",
+    }
+}
+
+const TERMINAL_EVENTS: [&str; 5] = [
+    "operation.denied",
+    "operation.released",
+    "operation.rejected",
+    "operation.expired",
+    "operation.cancelled",
+];
+
+/// Check every invariant. Read-only; a database error is an `Err`, a broken
+/// promise is a [`Violation`] in the report.
+///
+/// # Errors
+/// Database errors.
+pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
+    let pool = state.store.pool();
+    let mut report = Report::default();
+
+    // Operations, decoded strictly, digests recomputed.
+    let mut ops: BTreeMap<String, StoredOp> = BTreeMap::new();
+    for r in
+        sqlx::query("SELECT id, state, canonical, digest, verdict FROM operations").fetch_all(pool).await?
+    {
+        let id: String = r.try_get(0)?;
+        let state_text: String = r.try_get(1)?;
+        *report.operations.entry(state_text.clone()).or_default() += 1;
+        let canonical_text: String = r.try_get(2)?;
+        let digest: String = r.try_get(3)?;
+        let verdict: String = r.try_get(4)?;
+        let decoded =
+            canonical::decode(canonical_text.as_bytes()).map_err(|e| e.to_string()).and_then(|op| {
+                let d = Digest::of(&op).map_err(|e| e.to_string())?.to_hex();
+                if d != digest {
+                    return Err(format!("digest column {digest} but the operation's digest is {d}"));
+                }
+                if op.id.as_str() != id {
+                    return Err(format!("row {id} holds operation {}", op.id));
+                }
+                Ok(op)
+            });
+        let parsed_state = state_text.parse::<OpState>();
+        match (decoded, parsed_state) {
+            (Ok(operation), Ok(st)) => {
+                let held =
+                    matches!(serde_json::from_str::<Verdict>(&verdict), Ok(Verdict::RequireApproval { .. }));
+                ops.insert(id, StoredOp { operation, state: st, digest, held });
+            }
+            (Err(e), _) => report.violation("operation.corrupt", id, e),
+            (_, Err(e)) => report.violation("operation.corrupt", id, e.to_string()),
+        }
+    }
+
+    // Accepted by the gateway, as clients were told.
+    for (id, digest) in &evidence.accepted {
+        report.accepted += 1;
+        match ops.get(id) {
+            None => report.violation(
+                "accepted.missing",
+                id,
+                "a client was told it was accepted; it is not stored",
+            ),
+            Some(op) if &op.digest != digest => report.violation(
+                "accepted.missing",
+                id,
+                format!("accepted with digest {digest}, stored with {}", op.digest),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    // Policies by version, and the registry of every key that ever counted (a key
+    // revoked after an approval does not undo the release it took part in).
+    let mut policies: BTreeMap<u32, Policy> = BTreeMap::new();
+    for r in sqlx::query("SELECT version, document FROM policies").fetch_all(pool).await? {
+        let version: i64 = r.try_get(0)?;
+        let doc: String = r.try_get(1)?;
+        let policy: Policy =
+            serde_json::from_str(&doc).map_err(|e| Error::internal(format!("policy {version}: {e}")))?;
+        policies.insert(policy.version, policy);
+    }
+    let mut credentials: BTreeMap<String, StoredCredential> = BTreeMap::new();
+    for r in sqlx::query("SELECT id, approver_id, public_key, counter, status FROM credentials")
+        .fetch_all(pool)
+        .await?
+    {
+        credentials.insert(
+            r.try_get(0)?,
+            StoredCredential {
+                approver: r.try_get(1)?,
+                public_key: r.try_get(2)?,
+                counter: r.try_get(3)?,
+                status: r.try_get(4)?,
+            },
+        );
+    }
+    let mut approvers = Vec::new();
+    for r in sqlx::query("SELECT id, roles, group_names FROM approvers ORDER BY id").fetch_all(pool).await? {
+        let id: String = r.try_get(0)?;
+        let roles: String = r.try_get(1)?;
+        let groups: String = r.try_get(2)?;
+        let roles: BTreeSet<Role> =
+            serde_json::from_str(&roles).map_err(|e| Error::internal(format!("roles of {id}: {e}")))?;
+        let groups: BTreeSet<GroupName> =
+            serde_json::from_str(&groups).map_err(|e| Error::internal(format!("groups of {id}: {e}")))?;
+        let creds = credentials
+            .iter()
+            .filter(|(_, c)| c.approver == id && c.status != "pending_approval")
+            .map(|(cid, c)| RegistryCredential {
+                credential_id: cid.clone(),
+                algorithm: "es256".into(),
+                public_key: c.public_key.clone(),
+            })
+            .collect();
+        approvers.push(RegistryApprover {
+            id: ApproverId::new(&id).map_err(|e| Error::internal(format!("approver {id}: {e}")))?,
+            roles,
+            groups,
+            credentials: creds,
+        });
+    }
+    let registry = Registry {
+        version: 1,
+        rp_id: state.config.webauthn.rp_id.clone(),
+        origins: vec![state.config.webauthn.origin.clone()],
+        issued_at: state.clock.now(),
+        approvers,
+    };
+
+    // Decisions: each a verified assertion, bound to its operation and decision.
+    let mut decisions: Vec<StoredDecision> = Vec::new();
+    for r in sqlx::query(
+        "SELECT operation_id, approver_id, credential_id, decision, authenticator_data, client_data_json, \
+         signature, decided_at FROM decisions",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        let approver: String = r.try_get(1)?;
+        let credential: String = r.try_get(2)?;
+        decisions.push(StoredDecision {
+            operation: r.try_get(0)?,
+            approver: approver.clone(),
+            credential: credential.clone(),
+            decision: r.try_get(3)?,
+            approval: CertifiedApproval {
+                approver: ApproverId::new(&approver)
+                    .map_err(|e| Error::internal(format!("{approver}: {e}")))?,
+                credential_id: credential,
+                authenticator_data: r.try_get(4)?,
+                client_data_json: r.try_get(5)?,
+                signature: r.try_get(6)?,
+            },
+            decided_at: r.try_get(7)?,
+        });
+    }
+    let mut counters: BTreeMap<&str, Vec<(i64, u32, &str)>> = BTreeMap::new();
+    for d in &decisions {
+        report.decisions += 1;
+        let subject = format!("{} by {}", d.operation, d.approver);
+        let Some(op) = ops.get(&d.operation) else {
+            report.violation("decision.unverified", subject, "decision on an operation that is not stored");
+            continue;
+        };
+        let decision = match d.decision.as_str() {
+            "approve" => Decision::Approve,
+            "reject" => Decision::Reject,
+            other => {
+                report.violation("decision.unverified", subject, format!("unknown decision {other:?}"));
+                continue;
+            }
+        };
+        let Some(cred) = credentials.get(&d.credential).filter(|c| c.approver == d.approver) else {
+            report.violation("decision.unverified", subject, format!("key {} is not theirs", d.credential));
+            continue;
+        };
+        if cred.status == "pending_approval" {
+            report.violation("decision.unverified", subject, "signed with a key that never became active");
+            continue;
+        }
+        let key = RegistryCredential {
+            credential_id: d.credential.clone(),
+            algorithm: "es256".into(),
+            public_key: cred.public_key.clone(),
+        };
+        if let Err(e) = verify_assertion(0, &d.approval, &key, &registry, &op.operation, decision) {
+            report.violation("decision.unverified", subject.clone(), format!("{}: {e}", e.code()));
+        }
+        match signature_counter(&d.approval.authenticator_data) {
+            Some(c) => {
+                counters.entry(d.credential.as_str()).or_default().push((d.decided_at, c, &d.operation))
+            }
+            None => report.violation("decision.unverified", subject, "authenticator data too short"),
+        }
+    }
+    for (cred_id, mut uses) in counters {
+        uses.sort_unstable();
+        let stored = credentials.get(cred_id).map_or(0, |c| c.counter);
+        if uses.iter().all(|(_, c, _)| *c == 0) {
+            continue; // an authenticator without a counter
+        }
+        for pair in uses.windows(2) {
+            if pair[1].1 <= pair[0].1 {
+                report.violation(
+                    "counter.regressed",
+                    cred_id,
+                    format!("counter {} on {} after {} on {}", pair[1].1, pair[1].2, pair[0].1, pair[0].2),
+                );
+            }
+        }
+        let highest = uses.iter().map(|(_, c, _)| *c).max().unwrap_or(0);
+        if stored < i64::from(highest) {
+            report.violation(
+                "counter.regressed",
+                cred_id,
+                format!("stored counter {stored} is behind a used counter {highest}"),
+            );
+        }
+    }
+
+    // Releases: the ledger against the operations, each document verified as
+    // settlement verifies it.
+    let mut ledger: BTreeMap<String, Value> = BTreeMap::new();
+    for r in sqlx::query("SELECT operation_id, certificate, delivered_at FROM settlement_ledger")
+        .fetch_all(pool)
+        .await?
+    {
+        let id: String = r.try_get(0)?;
+        let cert: String = r.try_get(1)?;
+        let delivered: Option<i64> = r.try_get(2)?;
+        report.releases += 1;
+        let Some(op) = ops.get(&id) else {
+            report.violation(
+                "release.state",
+                &id,
+                "a settlement-ledger row for an operation that is not stored",
+            );
+            continue;
+        };
+        if op.state != OpState::Released {
+            report.violation("release.state", &id, format!("in the ledger but {}", op.state.as_str()));
+        }
+        let Some(policy) = policies.get(&op.operation.policy_version) else {
+            report.violation(
+                "release.unverified",
+                &id,
+                format!("judged under policy {} which is not stored", op.operation.policy_version),
+            );
+            continue;
+        };
+        let trust = Trust { gateway: &state.keys.verifying_key(), policy, registry: &registry };
+        match verify_release(cert.as_bytes(), &trust) {
+            Ok(released) if released.id == op.operation.id => {}
+            Ok(released) => {
+                report.violation("release.unverified", &id, format!("the document releases {}", released.id));
+            }
+            Err(e) => report.violation("release.unverified", &id, format!("{}: {e}", e.code())),
+        }
+        match serde_json::from_str::<ReleaseDocument>(&cert) {
+            Ok(doc) => {
+                if op.held && doc.basis != ReleaseBasis::Quorum {
+                    report.violation(
+                        "release.basis",
+                        &id,
+                        "the policy held it, but it was released without a quorum",
+                    );
+                }
+                for a in &doc.approvals {
+                    let stored = decisions
+                        .iter()
+                        .any(|d| d.operation == id && d.decision == "approve" && d.approval == *a);
+                    if !stored {
+                        report.violation(
+                            "release.approval_not_stored",
+                            &id,
+                            format!("{}'s approval is not a stored decision", a.approver),
+                        );
+                    }
+                }
+            }
+            Err(e) => report.violation("release.unverified", &id, format!("release.malformed: {e}")),
+        }
+        let value: Value =
+            serde_json::from_str(&cert).map_err(|e| Error::internal(format!("ledger row {id}: {e}")))?;
+        if delivered.is_some() {
+            ledger.insert(id, value);
+        } else {
+            ledger.insert(format!("undelivered:{id}"), value);
+        }
+    }
+    for (id, op) in &ops {
+        let in_ledger = ledger.contains_key(id) || ledger.contains_key(&format!("undelivered:{id}"));
+        if op.state == OpState::Released && !in_ledger {
+            report.violation("release.state", id, "released without a settlement-ledger row");
+        }
+    }
+
+    // The audit chain: verified end to end, and covering every state change.
+    let export = state.store.audit_export().await?;
+    match verify_export(&export, &state.keys.verifying_key()) {
+        Ok(summary) => {
+            report.audit_entries = summary.entries;
+            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?;
+            let (seq, hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+            if u64::try_from(seq).ok() != Some(summary.entries)
+                || (summary.entries > 0 && hash != summary.head)
+            {
+                report.violation(
+                    "audit.chain",
+                    format!("head {seq}"),
+                    format!("the stored head is not the chain's last entry ({} entries)", summary.entries),
+                );
+            }
+        }
+        Err(e) => report.violation("audit.chain", "export", e.to_string()),
+    }
+    let mut events: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut counted: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let entries = state.store.audit_events().await?;
+    for e in &entries {
+        let Some(op) = e.operation.as_deref() else { continue };
+        *events.entry((op, e.event.as_str())).or_default() += 1;
+        if e.event == "decision.counted" {
+            let who = e.actor.strip_prefix("approver:").unwrap_or(&e.actor).to_owned();
+            *counted.entry((op.to_owned(), who)).or_default() += 1;
+        }
+    }
+    for (id, op) in &ops {
+        let count = |event: &str| events.get(&(id.as_str(), event)).copied().unwrap_or(0);
+        if count("operation.received") != 1 {
+            report.violation(
+                "audit.coverage",
+                id,
+                format!("{} operation.received entries, expected 1", count("operation.received")),
+            );
+        }
+        let end = end_event(op.state);
+        if count(end) != 1 {
+            report.violation("audit.coverage", id, format!("{} {end} entries, expected 1", count(end)));
+        }
+        if count("operation.released") > 1 {
+            report.violation("release.twice", id, format!("{} release entries", count("operation.released")));
+        }
+        let ends: Vec<&str> = TERMINAL_EVENTS.iter().copied().filter(|e| count(e) > 0).collect();
+        if ends.len() > 1 {
+            report.violation("audit.coverage", id, format!("ended more than once: {ends:?}"));
+        }
+    }
+    for d in &decisions {
+        let n = counted.get(&(d.operation.clone(), d.approver.clone())).copied().unwrap_or(0);
+        if n != 1 {
+            report.violation(
+                "audit.coverage",
+                format!("{} by {}", d.operation, d.approver),
+                format!("{n} decision.counted entries, expected 1"),
+            );
+        }
+    }
+
+    // What settlement received.
+    if let Some(settled) = &evidence.settled {
+        let mut received: BTreeMap<String, &Value> = BTreeMap::new();
+        for doc in settled {
+            report.settled += 1;
+            let id = serde_json::from_value::<ReleaseDocument>(doc.clone())
+                .ok()
+                .and_then(|d| canonical::decode(d.operation.as_bytes()).ok())
+                .map(|op| op.id.to_string());
+            let Some(id) = id else {
+                report.violation(
+                    "settlement.unknown",
+                    "document",
+                    "settlement received a malformed release document",
+                );
+                continue;
+            };
+            let stored = ledger.get(&id).or_else(|| ledger.get(&format!("undelivered:{id}")));
+            match (stored, received.get(&id)) {
+                (None, _) => report.violation(
+                    "settlement.unknown",
+                    &id,
+                    "settlement received a release the ledger does not hold",
+                ),
+                (Some(_), Some(first)) if *first != doc => {
+                    report.violation(
+                        "release.twice",
+                        &id,
+                        "settlement received two different release documents",
+                    );
+                }
+                (Some(_), Some(_)) => report.repeated_deliveries += 1,
+                (Some(s), None) if s != doc => {
+                    report.violation("settlement.unknown", &id, "the document differs from the ledger's");
+                }
+                (Some(_), None) => {
+                    received.insert(id, doc);
+                }
+            }
+        }
+        for id in ledger.keys().filter(|k| !k.starts_with("undelivered:")) {
+            if !received.contains_key(id) {
+                report.violation("settlement.lost", id, "marked delivered, but settlement never received it");
+            }
+        }
+    }
+    Ok(report)
+}
