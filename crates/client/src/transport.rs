@@ -108,6 +108,9 @@ impl Transport {
         let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            // Below the gateway's header_read_timeout (10 s by default), which also
+            // ends idle keep-alive connections: never reuse one it is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("countersign-client/", env!("CARGO_PKG_VERSION")));
         let http = if base.starts_with("https://") {

@@ -215,6 +215,20 @@ pub struct Config {
     /// would need approval are refused (push-fatigue protection).
     #[serde(default = "default_max_pending")]
     pub max_pending_per_key: i64,
+    /// Most live event streams open at once, in all (each costs a task and a
+    /// database read per commit); beyond, `503 events.too_many_streams`. One person
+    /// may hold at most [`crate::events::STREAMS_PER_PERSON`].
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (slowloris).
+    #[serde(default = "default_read_timeout")]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a client has to send a request's body, after its headers.
+    #[serde(default = "default_read_timeout")]
+    pub body_read_timeout_seconds: u64,
     /// Sign an audit checkpoint after this many new entries.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
@@ -256,6 +270,15 @@ fn default_sweep() -> u64 {
 }
 fn default_max_pending() -> i64 {
     20
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_read_timeout() -> u64 {
+    10
+}
+fn default_max_event_streams() -> usize {
+    1000
 }
 fn default_checkpoint_every() -> u64 {
     100

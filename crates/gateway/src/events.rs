@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -18,6 +19,83 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::approvers::Session;
+use crate::error::{Error, Result};
+
+/// Most live event streams one person may hold open at once (a desktop and a CLI
+/// or two, with room for reconnects).
+pub const STREAMS_PER_PERSON: usize = 8;
+
+/// Bounds on open event streams: in all, and per person. A stream holds a
+/// [`StreamPermit`] for as long as it is open.
+#[derive(Debug)]
+pub struct StreamLimits {
+    total: Arc<tokio::sync::Semaphore>,
+    max_total: usize,
+    per_person: Mutex<HashMap<String, usize>>,
+}
+
+/// One open stream's share of the limits; released when the stream is dropped.
+#[derive(Debug)]
+pub struct StreamPermit {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    person: String,
+    limits: Arc<StreamLimits>,
+}
+
+impl StreamLimits {
+    /// At most `max_total` streams in all.
+    #[must_use]
+    pub fn new(max_total: usize) -> Arc<Self> {
+        Arc::new(StreamLimits {
+            total: Arc::new(tokio::sync::Semaphore::new(max_total)),
+            max_total,
+            per_person: Mutex::default(),
+        })
+    }
+
+    /// Take a permit for one more stream of `person`.
+    ///
+    /// # Errors
+    /// `429 events.too_many_streams_for_person`, `503 events.too_many_streams`.
+    pub fn acquire(self: &Arc<Self>, person: &str) -> Result<StreamPermit> {
+        let mut counts = self.per_person.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = counts.get(person).copied().unwrap_or(0);
+        if open >= STREAMS_PER_PERSON {
+            return Err(Error::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "events.too_many_streams_for_person",
+                format!("you already have {open} live event streams open; close one first"),
+            ));
+        }
+        let total = self.total.clone().try_acquire_owned().map_err(|_| {
+            Error::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "events.too_many_streams",
+                format!("the gateway has its {} live event streams open; retry shortly", self.max_total),
+            )
+        })?;
+        counts.insert(person.to_owned(), open + 1);
+        Ok(StreamPermit { _total: total, person: person.to_owned(), limits: self.clone() })
+    }
+
+    /// Streams open now, in all.
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.max_total - self.total.available_permits()
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut counts = self.limits.per_person.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.person) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.person);
+            }
+        }
+    }
+}
 
 /// Events approvers are shown.
 const VISIBLE: &[&str] = &[
@@ -81,19 +159,21 @@ fn to_event(entry: &AuditEntry) -> Event {
     Event::default().id(entry.seq.to_string()).event(entry.event.clone()).data(data.to_string())
 }
 
-/// The stream for one approver, from after `last_seen` (or from now).
+/// The stream for one approver, from after `last_seen` (or from now). It holds
+/// `permit` until the client goes away.
 pub fn stream(
     state: AppState,
     who: Session,
     last_seen: Option<i64>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    permit: StreamPermit,
+) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     let start = async move {
         let head = match last_seen {
             Some(seq) => seq,
             None => state.store.audit_head().await.unwrap_or(0),
         };
         let commits = state.store.commits();
-        (state, who, head, Vec::<AuditEntry>::new(), Audience::new(), commits)
+        (state, (who, permit), head, Vec::<AuditEntry>::new(), Audience::new(), commits)
     };
     let events = futures_util::stream::once(start).flat_map(|init| {
         futures_util::stream::unfold(
@@ -111,7 +191,7 @@ pub fn stream(
                             seen = batch.last().map_or(seen, |e| i64::try_from(e.seq).unwrap_or(seen));
                             queue.clear();
                             for entry in batch {
-                                if visible(&state, &entry, &who, &mut audience).await {
+                                if visible(&state, &entry, &who.0, &mut audience).await {
                                     queue.push(entry);
                                 }
                             }
@@ -121,7 +201,7 @@ pub fn stream(
                         Err(e) => tracing::warn!(error = %e, "event stream read failed; retrying"),
                     }
                     // End the stream when the session ends (revocation, flagged key).
-                    if !crate::approvers::session_still_valid(&state, &who).await {
+                    if !crate::approvers::session_still_valid(&state, &who.0).await {
                         return None;
                     }
                     let _ = tokio::time::timeout(Duration::from_secs(1), commits.changed()).await;
@@ -130,4 +210,30 @@ pub fn stream(
         )
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_bounded_in_all_and_per_person_and_released_on_drop() {
+        let limits = StreamLimits::new(10);
+        let alice: Vec<StreamPermit> =
+            (0..STREAMS_PER_PERSON).map(|_| limits.acquire("alice").unwrap()).collect();
+        let e = limits.acquire("alice").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (429, "events.too_many_streams_for_person"));
+        let bob: Vec<StreamPermit> = (0..2).map(|_| limits.acquire("bob").unwrap()).collect();
+        assert_eq!(limits.open(), 10);
+        let e = limits.acquire("carol").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (503, "events.too_many_streams"));
+        drop(bob);
+        assert_eq!(limits.open(), STREAMS_PER_PERSON);
+        assert!(limits.acquire("carol").is_ok(), "a closed stream frees its place");
+        drop(alice);
+        assert_eq!(limits.open(), 0);
+        let again: Vec<StreamPermit> =
+            (0..STREAMS_PER_PERSON).map(|_| limits.acquire("alice").unwrap()).collect();
+        assert_eq!(again.len(), STREAMS_PER_PERSON, "alice's count went back to zero");
+    }
 }

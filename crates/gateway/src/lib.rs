@@ -12,6 +12,7 @@
 //! | [`store`] | SQLite / PostgreSQL, the audit chain, exactly-once transitions |
 //! | [`invariants`] | the independent check of every promise (`countersign-gateway check`) |
 //! | [`assets`] | listed assets and address checks per network |
+//! | [`http`] | connection, header and body limits (slowloris, floods) |
 //! | [`config`], [`keys`], [`clock`], [`metrics`], [`error`] | the edges |
 //!
 //! HTTP handlers below are adapters: they read the request, call one function,
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod intake;
 pub mod invariants;
 pub mod keys;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub refusals: Arc<auth::RefusalThrottle>,
     /// HTTPS certificate and pin, when `[tls]` is configured.
     pub tls: Option<tls::Tls>,
+    /// Bounds on open live event streams.
+    pub streams: Arc<events::StreamLimits>,
 }
 
 impl AppState {
@@ -95,6 +99,7 @@ impl AppState {
         store.ensure_policy(&config.policy, clock.now()).await?;
         let (webauthn, attestation) = relying_party(&config)?;
         let tls = config.tls.as_ref().map(|t| tls::Tls::load(t, &config.data_dir)).transpose()?;
+        let config_streams = config.max_event_streams;
         Ok(AppState {
             store,
             keys: Arc::new(keys),
@@ -104,6 +109,7 @@ impl AppState {
             webauthn: Arc::new(webauthn),
             attestation,
             refusals: Arc::default(),
+            streams: events::StreamLimits::new(config_streams),
             tls,
         })
     }
@@ -250,6 +256,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http::read_body_in_time))
         .with_state(state)
 }
 
@@ -258,20 +265,6 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
 /// Serve on `listener` (plain TCP or [`tls::TlsListener`]) until the process is
 /// stopped; the expiry sweep and settlement delivery run beside it.
 ///
@@ -279,17 +272,16 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 /// When the listener fails.
 pub async fn serve<L>(state: AppState, listener: L) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    L: axum::serve::Listener<Addr = SocketAddr>,
 {
     tokio::spawn(intake::sweep_forever(state.clone()));
     if let Some(url) = state.config.settlement.webhook_url.clone() {
         let timeout = std::time::Duration::from_secs(state.config.settlement.timeout_seconds.max(1));
         tokio::spawn(release::deliver_forever(state.clone(), url, timeout));
     }
-    let app = router(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).await
+    let limits = http::Limits::from_config(&state.config);
+    http::serve_app(listener, router(state), limits).await;
+    Ok(())
 }
 
 fn body_bytes(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
@@ -686,8 +678,12 @@ async fn events_stream(State(state): State<AppState>, headers: HeaderMap) -> Res
         Ok(w) => w,
         Err(e) => return respond(&state, Err(e)),
     };
+    let permit = match state.streams.acquire(who.approver.id.as_str()) {
+        Ok(p) => p,
+        Err(e) => return respond(&state, Err(e)),
+    };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
-    events::stream(state, who, last).into_response()
+    events::stream(state, who, last, permit).into_response()
 }
 
 async fn freeze_challenge(State(state): State<AppState>, headers: HeaderMap) -> Response {

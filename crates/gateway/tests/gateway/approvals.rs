@@ -690,6 +690,18 @@ pub async fn approvers_get_live_events_and_resume(db: Db) {
     gw.state.store.freeze("host", "drill", gw.now()).await.unwrap();
     let got = read_events(&mut risk_stream, 1).await;
     assert_eq!(got[0].1, "freeze.on", "rita must not see {third}: {got:?}");
+
+    // One person holds at most 8 streams; the ninth is a clear refusal, and others
+    // are not affected.
+    let mut open = Vec::new();
+    for _ in 0..countersign_gateway::events::STREAMS_PER_PERSON {
+        let r = gw.http.get(&url).bearer_auth(&carol.session).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let refused = Reply::from(gw.http.get(&url).bearer_auth(&carol.session).send().await.unwrap()).await;
+    assert_eq!((refused.status, refused.code()), (429, "events.too_many_streams_for_person"), "{refused:?}");
+    assert_eq!(gw.http.get(&url).bearer_auth(&alice.session).send().await.unwrap().status(), 200);
 }
 
 /// Break glass: one approver's key touch freezes every API key at once.

@@ -69,4 +69,5 @@ both!(stories => intake:
     unfreezing_is_an_operation_that_needs_the_admin_quorum,
     concurrent_small_withdrawals_cannot_overspend_the_budget,
     repeated_refusals_are_audited_once_a_minute,
+    slow_and_oversized_clients_are_cut_off,
 );

@@ -816,3 +816,71 @@ pub async fn repeated_refusals_are_audited_once_a_minute(db: Db) {
     let metrics = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("countersign_refusals_total{code=\"auth.bad_signature\"} 6"), "{metrics}");
 }
+
+/// Hostile clients at the HTTP level: headers sent too slowly (slowloris), a body
+/// sent too slowly, a body too large, and more connections than the gateway serves
+/// at once. Each is cut off with a clear answer, and honest requests still go through.
+pub async fn slow_and_oversized_clients_are_cut_off(db: Db) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::time::{Duration, timeout};
+
+    let gw = Gateway::start(db).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut state = gw.state.clone();
+    let mut config = (*state.config).clone();
+    (config.max_connections, config.header_read_timeout_seconds, config.body_read_timeout_seconds) =
+        (4, 1, 1);
+    state.config = std::sync::Arc::new(config);
+    let limits = countersign_gateway::http::Limits::from_config(&state.config);
+    tokio::spawn(countersign_gateway::http::serve_app(listener, countersign_gateway::router(state), limits));
+    async fn answer(conn: &mut TcpStream, what: &str) -> String {
+        let mut buf = Vec::new();
+        let read = timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{what}: not closed within 5 s; got {:?}", String::from_utf8_lossy(&buf));
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    // Headers that never finish: the connection is closed.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n").await.unwrap();
+    let got = answer(&mut slow, "slow headers").await;
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+
+    // A body that never finishes: 408 with its code.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        b"POST /v1/withdrawals HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"amount\":",
+    )
+    .await
+    .unwrap();
+    let got = answer(&mut slow, "slow body").await;
+    assert!(got.starts_with("HTTP/1.1 408") && got.contains("request.body_timeout"), "{got}");
+
+    // A body over max_body_bytes: 413 with its code, nothing read beyond the limit.
+    let size = gw.state.config.max_body_bytes + 1;
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/withdrawals HTTP/1.1\r\nHost: gateway\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    );
+    big.write_all(head.as_bytes()).await.unwrap();
+    big.write_all(&vec![b' '; size]).await.unwrap();
+    let got = answer(&mut big, "oversized body").await;
+    assert!(got.starts_with("HTTP/1.1 413") && got.contains("request.too_large"), "{got}");
+
+    // Four silent connections take every slot; a fifth client waits in the backlog
+    // and is served once the silent ones are cut off.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut honest = TcpStream::connect(addr).await.unwrap();
+    honest.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n").await.unwrap();
+    let got = answer(&mut honest, "honest client").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    for mut s in silent {
+        let got = answer(&mut s, "silent connection").await;
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "a silent connection is cut off: {got}");
+    }
+}

@@ -244,14 +244,15 @@ impl Gateway {
         if let Some(list) = attestation {
             state.attestation = list;
         }
-        let app = router(state.clone()).into_make_service_with_connect_info::<countersign_gateway::Peer>();
+        let limits = countersign_gateway::http::Limits::from_config(&state.config);
+        let app = router(state.clone());
         let scheme = if tls { "https" } else { "http" };
         let server = match state.tls.clone() {
             Some(t) => {
                 let listener = countersign_gateway::tls::TlsListener::new(listener, &t).unwrap();
-                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+                tokio::spawn(countersign_gateway::http::serve_app(listener, app, limits))
             }
-            None => tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+            None => tokio::spawn(countersign_gateway::http::serve_app(listener, app, limits)),
         };
         Gateway {
             base: format!("{scheme}://{addr}"),
