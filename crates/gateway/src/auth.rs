@@ -82,6 +82,44 @@ fn valid_nonce(n: &str) -> bool {
     (16..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The request-signing headers, parsed (nothing checked against a key yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders<'h> {
+    /// `CS-Key`.
+    pub key_id: &'h str,
+    /// `CS-Timestamp`, Unix seconds.
+    pub timestamp: i64,
+    /// `CS-Nonce`.
+    pub nonce: &'h str,
+    /// `CS-Signature`, decoded.
+    pub signature: Vec<u8>,
+}
+
+/// Parse the request-signing headers (the first step of [`authenticate`]; pure,
+/// and fuzzed by `fuzz/fuzz_targets/request_headers.rs`).
+///
+/// # Errors
+/// `auth.missing_header`, `auth.malformed_header`.
+pub fn signed_headers(headers: &HeaderMap) -> Result<SignedHeaders<'_>> {
+    let key_id = header(headers, KEY_HEADER)?;
+    let ts_text = header(headers, TIMESTAMP_HEADER)?;
+    let nonce = header(headers, NONCE_HEADER)?;
+    let signature = header(headers, SIGNATURE_HEADER)?;
+    let timestamp: i64 = ts_text.parse().map_err(|_| {
+        Error::unauthenticated("auth.malformed_header", "cs-timestamp must be Unix seconds (an integer)")
+    })?;
+    if !valid_nonce(nonce) {
+        return Err(Error::unauthenticated(
+            "auth.malformed_header",
+            "cs-nonce must be 16 to 64 characters of A-Z a-z 0-9 - _",
+        ));
+    }
+    let signature = BASE64URL_NOPAD.decode(signature.as_bytes()).map_err(|_| {
+        Error::unauthenticated("auth.malformed_header", "cs-signature must be base64url without padding")
+    })?;
+    Ok(SignedHeaders { key_id, timestamp, nonce, signature })
+}
+
 /// Authenticate a request for `scope`. On success the key's last use is recorded.
 ///
 /// # Errors
@@ -96,23 +134,7 @@ pub async fn authenticate(
     window_seconds: i64,
     now: Timestamp,
 ) -> Result<ApiKeyRecord> {
-    let key_id = header(req.headers, KEY_HEADER)?;
-    let ts_text = header(req.headers, TIMESTAMP_HEADER)?;
-    let nonce = header(req.headers, NONCE_HEADER)?;
-    let signature = header(req.headers, SIGNATURE_HEADER)?;
-    let timestamp: i64 = ts_text.parse().map_err(|_| {
-        Error::unauthenticated("auth.malformed_header", "cs-timestamp must be Unix seconds (an integer)")
-    })?;
-    if !valid_nonce(nonce) {
-        return Err(Error::unauthenticated(
-            "auth.malformed_header",
-            "cs-nonce must be 16 to 64 characters of A-Z a-z 0-9 - _",
-        ));
-    }
-    let signature = BASE64URL_NOPAD.decode(signature.as_bytes()).map_err(|_| {
-        Error::unauthenticated("auth.malformed_header", "cs-signature must be base64url without padding")
-    })?;
-
+    let SignedHeaders { key_id, timestamp, nonce, signature } = signed_headers(req.headers)?;
     let key = store
         .api_key(key_id)
         .await?

@@ -60,8 +60,27 @@ pub fn new_operation_id(now: Timestamp) -> Result<OperationId> {
     OperationId::new(format!("op_{text}")).map_err(Error::internal)
 }
 
-fn validate(
-    state: &AppState,
+/// Parse a `POST /v1/withdrawals` body strictly (fuzzed by
+/// `fuzz/fuzz_targets/withdrawal_body.rs`, with [`validate`]).
+///
+/// # Errors
+/// `request.malformed_json`, `request.invalid_body`.
+pub fn parse_request(body: &[u8]) -> Result<WithdrawalRequest> {
+    serde_json::from_slice(body).map_err(|e| {
+        let code =
+            if e.is_syntax() || e.is_eof() { "request.malformed_json" } else { "request.invalid_body" };
+        Error::bad_request(code, format!("request body: {e}"))
+    })
+}
+
+/// Check a withdrawal request against the listed assets: ids, amount and its
+/// precision, address format, memo rule. Returns the account, asset, network,
+/// amount, destination and value in the reference currency.
+///
+/// # Errors
+/// `request.*` naming the field.
+pub fn validate(
+    config: &crate::config::Config,
     req: &WithdrawalRequest,
 ) -> Result<(AccountId, AssetCode, NetworkId, Amount, Destination, Amount)> {
     let field = |name: &'static str, e: countersign_core::Error| {
@@ -70,7 +89,7 @@ fn validate(
     let account = AccountId::new(&req.account).map_err(|e| field("account", e))?;
     let asset = AssetCode::new(&req.asset).map_err(|e| field("asset", e))?;
     let network = NetworkId::new(&req.network).map_err(|e| field("network", e))?;
-    let listed = state.config.asset(&asset, &network).ok_or_else(|| {
+    let listed = config.asset(&asset, &network).ok_or_else(|| {
         Error::bad_request("request.unknown_asset", format!("{asset} on {network} is not a listed asset"))
     })?;
     let amount = Amount::parse_lenient(&req.amount).map_err(|_| {
@@ -157,12 +176,8 @@ pub async fn submit(
     if let Some(existing) = state.store.operation_by_idempotency(key.id.as_str(), idempotency_key).await? {
         return replay(existing, &request_hash);
     }
-    let req: WithdrawalRequest = serde_json::from_slice(body).map_err(|e| {
-        let code =
-            if e.is_syntax() || e.is_eof() { "request.malformed_json" } else { "request.invalid_body" };
-        Error::bad_request(code, format!("request body: {e}"))
-    })?;
-    let (account, asset, network, amount, destination, value) = validate(state, &req)?;
+    let req = parse_request(body)?;
+    let (account, asset, network, amount, destination, value) = validate(&state.config, &req)?;
     let policy = state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
     let initiator = Initiator::ApiKey { key_id: key.id.clone(), owner: key.owner.clone(), source_ip };
     let withdrawal = Withdrawal {

@@ -858,3 +858,70 @@ async fn approve_both(gw: &Gateway, a: &mut Approver, b: &mut Approver, id: Stri
     decide(gw, a, &id, Decision::Approve, &same).await;
     decide(gw, b, &id, Decision::Approve, &same).await
 }
+
+/// The relying-party checks of WebAuthn L3 §7.2 and of the `countersign` member that
+/// `approvals_bound_to_something_else_are_refused` does not already cover, each
+/// through the real HTTP path with its own code; nothing is counted.
+pub async fn every_relying_party_check_has_its_code(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 2).await;
+    let mut alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let _carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let id = gw.withdraw(&key, &eth("5")).await.op_id();
+    let path = format!("/v1/operations/{id}/decisions");
+    let session = alice.session.clone();
+    let send = |ceremony: Value, credential: PublicKeyCredential| {
+        post(&gw, &path, Some(&session), json!({"ceremony": ceremony, "credential": credential}))
+    };
+
+    // §7.2 step 12: the signed challenge is not this ceremony's.
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| {
+        let v: Value = serde_json::from_str(&s).unwrap();
+        let challenge = v["challenge"].as_str().unwrap();
+        // Another valid base64url challenge: only the first 6 bits differ.
+        let first = if challenge.starts_with('A') { "B" } else { "A" };
+        let other = format!("{first}{}", &challenge[1..]);
+        s.replace(challenge, &other)
+    })
+    .await;
+    assert_eq!((r.status, r.code()), (401, "assertion.wrong_challenge"), "{:?}", r.body);
+
+    // §7.2 step 5: a credential the ceremony did not allow (carol's key id on
+    // alice's response).
+    let carol_key: String = sqlx::query_scalar("SELECT id FROM credentials WHERE approver_id = 'carol'")
+        .fetch_one(gw.state.store.pool())
+        .await
+        .unwrap();
+    let carol_raw = data_encoding::BASE64URL_NOPAD.decode(carol_key.as_bytes()).unwrap();
+    let (ceremony, mut credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    credential.id = carol_key.clone();
+    credential.raw_id = carol_raw.into();
+    let r = send(ceremony, credential).await;
+    assert_eq!((r.status, r.code()), (401, "assertion.unknown_credential"), "{:?}", r.body);
+
+    // The countersign member: an unknown version, a second member, an extra field.
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| s.replacen("\"v\":1", "\"v\":2", 1)).await;
+    assert_eq!((r.status, r.code()), (400, "binding.unsupported_version"), "{:?}", r.body);
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| {
+        let v: Value = serde_json::from_str(&s).unwrap();
+        let member = v["countersign"].to_string();
+        s.replacen("\"countersign\":", &format!("\"countersign\":{member},\"countersign\":"), 1)
+    })
+    .await;
+    assert_eq!((r.status, r.code()), (400, "canonical.duplicate_key"), "{:?}", r.body);
+    let r = decide(&gw, &mut alice, &id, Decision::Approve, &|s| {
+        s.replacen("\"v\":1", "\"v\":1,\"amount\":\"1\"", 1)
+    })
+    .await;
+    assert_eq!((r.status, r.code()), (400, "binding.missing"), "{:?}", r.body);
+
+    // A challenge answered after its time is up.
+    let (ceremony, credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
+    gw.clock.advance(i64::try_from(gw.state.config.webauthn.challenge_ttl_seconds).unwrap() + 1);
+    let r = send(ceremony, credential).await;
+    assert_eq!((r.status, r.code()), (401, "ceremony.expired"), "{:?}", r.body);
+
+    let counted = gw.audit_events().await.iter().filter(|e| *e == "decision.counted").count();
+    assert_eq!(counted, 0, "nothing counted");
+    assert_eq!(gw.state.store.operation(&id).await.unwrap().unwrap().state.as_str(), "pending");
+}

@@ -40,6 +40,7 @@ async fn an_unreachable_gateway_is_a_clear_error() {
 both!(approvals => hardware_keys:
     two_hardware_key_approvals_release_a_large_withdrawal,
     approvals_bound_to_something_else_are_refused,
+    every_relying_party_check_has_its_code,
     one_rejection_vetoes_and_enrollment_codes_are_single_use,
     new_keys_and_unfreezing_need_the_admin_quorum,
     cloned_keys_are_flagged_and_revocation_is_immediate,

@@ -1,0 +1,16 @@
+//! What settlement runs on every document it receives: must never panic, and must
+//! never accept bytes the trusted gateway key did not sign.
+#![no_main]
+
+use countersign_core::certificate::Registry;
+use countersign_core::policy::Policy;
+use countersign_core::release::{Trust, verify_release};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let policy: Policy = serde_json::from_str(include_str!("policy.json")).expect("policy");
+    let registry: Registry = serde_json::from_str(include_str!("registry.json")).expect("registry");
+    let trust = Trust { gateway: &key, policy: &policy, registry: &registry };
+    assert!(verify_release(data, &trust).is_err(), "accepted a document nobody signed");
+});
