@@ -895,7 +895,7 @@ pub async fn every_relying_party_check_has_its_code(db: Db) {
     let carol_raw = data_encoding::BASE64URL_NOPAD.decode(carol_key.as_bytes()).unwrap();
     let (ceremony, mut credential) = sign_decision(&gw, &mut alice, &id, Decision::Approve, &same).await;
     credential.id = carol_key.clone();
-    credential.raw_id = carol_raw.into();
+    credential.raw_id = carol_raw;
     let r = send(ceremony, credential).await;
     assert_eq!((r.status, r.code()), (401, "assertion.unknown_credential"), "{:?}", r.body);
 
