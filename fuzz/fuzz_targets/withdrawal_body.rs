@@ -7,11 +7,14 @@ use countersign_gateway::config::Config;
 use countersign_gateway::intake::{parse_request, validate};
 use libfuzzer_sys::fuzz_target;
 
+static CONFIG: std::sync::LazyLock<Config> = std::sync::LazyLock::new(|| {
+    Config::from_toml(include_str!("../../countersign.example.toml"), std::path::Path::new("fuzz"))
+        .expect("the example configuration loads")
+});
+
 fuzz_target!(|data: &[u8]| {
-    let config = Config::from_toml(include_str!("../../countersign.example.toml"), std::path::Path::new("fuzz"))
-        .expect("the example configuration loads");
     if let Ok(request) = parse_request(data)
-        && let Ok((_, _, _, amount, _, _)) = validate(&config, &request)
+        && let Ok((_, _, _, amount, _, _)) = validate(&CONFIG, &request)
     {
         assert!(!amount.is_zero());
     }

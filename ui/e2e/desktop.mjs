@@ -5,7 +5,7 @@
 //
 //   xvfb-run -a node ui/e2e/desktop.mjs <path to countersign-desktop>
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -120,6 +120,23 @@ try {
   const settings = await until("settings", () => find("settings"));
   if (!(await text(settings)).includes("SOFTWARE KEY")) throw new Error("settings do not name the software key");
   await shot("desktop-settings.png");
+
+  // Secrets stay out of the webview: after logging in and approving, no PIN in its
+  // storage, cookies or input fields, and neither of the gateway's keys anywhere in
+  // its data or page. (Session tokens live in the Rust process only.)
+  const seen = await wd("POST", `/session/${session}/execute/sync`, {
+    script:
+      "return JSON.stringify({local: {...localStorage}, session: {...sessionStorage}, cookie: document.cookie, inputs: [...document.querySelectorAll('input, textarea')].map(i => i.value)})",
+    args: [],
+  });
+  const page = await wd("GET", `/session/${session}/source`);
+  if (seen.includes("4821")) throw new Error(`the PIN is still in the webview's data: ${seen}`);
+  const keys = readFileSync(join(demoDir, "gateway-keys"), "utf8").trim();
+  for (const [what, value] of [["signing key", keys.slice(0, 64)], ["HMAC master key", keys.slice(64)]]) {
+    if (value.length !== 64) throw new Error(`unexpected gateway key file: ${keys.length} characters`);
+    if (seen.includes(value) || page.includes(value)) throw new Error(`the gateway's ${what} reached the webview`);
+  }
+  log(`webview data (${seen.length} bytes of storage, cookies and inputs; ${page.length} bytes of page) holds no PIN or gateway key`);
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.message}`);

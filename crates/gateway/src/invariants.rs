@@ -391,7 +391,11 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
 
     // Releases: the ledger against the operations, each document verified as
     // settlement verifies it.
-    let mut ledger: BTreeMap<String, Value> = BTreeMap::new();
+    // Stored decisions by (operation, person): a person decides an operation once.
+    let by_person: BTreeMap<(&str, &str), &StoredDecision> =
+        decisions.iter().map(|d| ((d.operation.as_str(), d.approver.as_str()), d)).collect();
+    // Operation id → (release document, whether it is marked delivered).
+    let mut ledger: BTreeMap<String, (Value, bool)> = BTreeMap::new();
     for r in sqlx::query("SELECT operation_id, certificate, delivered_at FROM settlement_ledger")
         .fetch_all(pool)
         .await?
@@ -437,9 +441,9 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
                     );
                 }
                 for a in &doc.approvals {
-                    let stored = decisions
-                        .iter()
-                        .any(|d| d.operation == id && d.decision == "approve" && d.approval == *a);
+                    let stored = by_person
+                        .get(&(id.as_str(), a.approver.as_str()))
+                        .is_some_and(|d| d.decision == "approve" && d.approval == *a);
                     if !stored {
                         report.violation(
                             "release.approval_not_stored",
@@ -453,15 +457,10 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
         }
         let value: Value =
             serde_json::from_str(&cert).map_err(|e| Error::internal(format!("ledger row {id}: {e}")))?;
-        if delivered.is_some() {
-            ledger.insert(id, value);
-        } else {
-            ledger.insert(format!("undelivered:{id}"), value);
-        }
+        ledger.insert(id, (value, delivered.is_some()));
     }
     for (id, op) in &ops {
-        let in_ledger = ledger.contains_key(id) || ledger.contains_key(&format!("undelivered:{id}"));
-        if op.state == OpState::Released && !in_ledger {
+        if op.state == OpState::Released && !ledger.contains_key(id) {
             report.violation("release.state", id, "released without a settlement-ledger row");
         }
     }
@@ -545,8 +544,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
                 );
                 continue;
             };
-            let stored = ledger.get(&id).or_else(|| ledger.get(&format!("undelivered:{id}")));
-            match (stored, received.get(&id)) {
+            match (ledger.get(&id).map(|(doc, _)| doc), received.get(&id)) {
                 (None, _) => report.violation(
                     "settlement.unknown",
                     &id,
@@ -568,7 +566,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
                 }
             }
         }
-        for id in ledger.keys().filter(|k| !k.starts_with("undelivered:")) {
+        for (id, _) in ledger.iter().filter(|(_, (_, delivered))| *delivered) {
             if !received.contains_key(id) {
                 report.violation("settlement.lost", id, "marked delivered, but settlement never received it");
             }
