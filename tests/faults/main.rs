@@ -11,6 +11,8 @@
 //! - **Database outages** (`--db-outages`, PostgreSQL): the gateways reach the
 //!   database through a TCP proxy this tool cuts and restores; every answer during an
 //!   outage must be `503 store.unavailable` (or no answer), never a wrong one.
+//!   `--pg-restarts` restarts the machine's PostgreSQL cluster itself
+//!   (`pg_ctlcluster restart`; long mode only, as it interrupts every user of it).
 //!
 //! Workload: `--withdrawals` from three bot workers (about 30% above the $10,000
 //! tier, so they wait for two of three traders; 2% to a sanctioned address, denied),
@@ -59,6 +61,7 @@ struct Args {
     kills: usize,
     instances: usize,
     db_outages: usize,
+    pg_restarts: usize,
     seed: u64,
     out: Option<PathBuf>,
     trace_logs: bool,
@@ -72,6 +75,7 @@ fn args() -> Args {
         kills: 10,
         instances: 1,
         db_outages: 0,
+        pg_restarts: 0,
         seed: 0,
         out: None,
         trace_logs: false,
@@ -92,6 +96,7 @@ fn args() -> Args {
             "--kills" => a.kills = value().parse().expect("--kills N"),
             "--instances" => a.instances = value().parse().expect("--instances N"),
             "--db-outages" => a.db_outages = value().parse().expect("--db-outages N"),
+            "--pg-restarts" => a.pg_restarts = value().parse().expect("--pg-restarts N"),
             "--seed" => a.seed = value().parse().expect("--seed N"),
             "--out" => a.out = Some(PathBuf::from(value())),
             "--trace-logs" => a.trace_logs = true,
@@ -103,7 +108,7 @@ fn args() -> Args {
     }
     assert!(a.instances >= 1, "--instances must be at least 1");
     assert!(
-        a.db == Db::Postgres || (a.instances == 1 && a.db_outages == 0),
+        a.db == Db::Postgres || (a.instances == 1 && a.db_outages == 0 && a.pg_restarts == 0),
         "several instances and database outages need --db postgres"
     );
     a
@@ -651,6 +656,20 @@ async fn race(p: &Person, op: &str, tally: &Tally) -> bool {
     !codes.iter().any(|c| c == "assertion.credential_not_active")
 }
 
+/// Restart the newest local PostgreSQL cluster, as `scripts/setup` started it.
+fn restart_postgres() -> bool {
+    let version = std::fs::read_dir("/etc/postgresql").ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+    });
+    let Some(version) = version else { return false };
+    Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 async fn pending_count(store: &countersign_gateway::store::Store) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE state = 'pending'")
         .fetch_one(store.pool())
@@ -670,13 +689,14 @@ async fn main() -> std::process::ExitCode {
     let args = args();
     let started = Instant::now();
     println!(
-        "faults: seed {} · {} · {} withdrawals · {} kills · {} instance(s) · {} database outage(s)",
+        "faults: seed {} · {} · {} withdrawals · {} kills · {} instance(s) · {} database outage(s) · {} PostgreSQL restart(s)",
         args.seed,
         if args.db == Db::Sqlite { "SQLite" } else { "PostgreSQL" },
         args.withdrawals,
         args.kills,
         args.instances,
-        args.db_outages
+        args.db_outages,
+        args.pg_restarts
     );
     let mut rng = Rng(args.seed);
     let keep = args.out.clone();
@@ -824,6 +844,9 @@ async fn main() -> std::process::ExitCode {
     let outages: Vec<(u64, u64)> = (0..args.db_outages)
         .map(|_| ((mean_gap / 2 + rng.below(mean_gap + 1)).max(100), 500 + rng.below(2000)))
         .collect();
+    let mean_gap = span_ms / (args.pg_restarts as u64 + 1);
+    let restarts: Vec<u64> =
+        (0..args.pg_restarts).map(|_| (mean_gap / 2 + rng.below(mean_gap + 1)).max(100)).collect();
     let killer = {
         let cluster = cluster.clone();
         tokio::spawn(async move {
@@ -850,6 +873,26 @@ async fn main() -> std::process::ExitCode {
                 proxy.up();
                 // Answers already in flight when the database came back are not
                 // counted as outage answers.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                outage.store(false, Ordering::SeqCst);
+            }
+        })
+    };
+    // Real restarts of the machine's PostgreSQL cluster (`pg_ctlcluster … restart`).
+    let restarter = {
+        let outage = outage.clone();
+        tokio::spawn(async move {
+            for wait in restarts {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                outage.store(true, Ordering::SeqCst);
+                let t = Instant::now();
+                let ok = tokio::task::spawn_blocking(restart_postgres).await.unwrap();
+                println!(
+                    "PostgreSQL restarted in {} ms{}",
+                    t.elapsed().as_millis(),
+                    if ok { "" } else { " (FAILED)" }
+                );
+                assert!(ok, "pg_ctlcluster restart failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 outage.store(false, Ordering::SeqCst);
             }
@@ -887,6 +930,7 @@ async fn main() -> std::process::ExitCode {
     let intake_done = started.elapsed();
     killer.await.unwrap();
     cutter.await.unwrap();
+    restarter.await.unwrap();
     let store = countersign_gateway::store::Store::connect(&countersign_gateway::config::DatabaseUrl::new(
         match args.db {
             Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("countersign.db").display()),
@@ -964,8 +1008,8 @@ async fn main() -> std::process::ExitCode {
         }
         println!("same key on two instances: {} races, outcomes {outcomes:?}", races.len());
     }
-    if args.db_outages > 0 {
-        println!("answers while the database was cut: {:?}", tally.during_outage.lock().unwrap());
+    if args.db_outages > 0 || args.pg_restarts > 0 {
+        println!("answers while the database was away: {:?}", tally.during_outage.lock().unwrap());
     }
 
     let mut failed = false;
