@@ -1036,6 +1036,7 @@ async fn main() -> std::process::ExitCode {
         failed = true;
     }
     if cluster.kills.load(Ordering::SeqCst) != args.kills {
+        println!("only {} of {} kills happened", cluster.kills.load(Ordering::SeqCst), args.kills);
         failed = true;
     }
 
