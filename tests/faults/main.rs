@@ -141,13 +141,13 @@ impl Rng {
 /// never a coincidence.
 const PIN: &str = "73918462";
 
-fn soft_key() -> SoftKey {
+fn fault_key() -> SoftKey {
     let key = SoftKey::new("fault run key").unwrap();
     key.set_pin(PIN).unwrap();
     key
 }
 
-fn ceremony() -> countersign_keys::Ceremony {
+fn fault_ceremony() -> countersign_keys::Ceremony {
     countersign_softkey::SimulatedPerson::new(PIN).ceremony()
 }
 
@@ -548,11 +548,11 @@ async fn decide_once(
 ) -> Result<Value, countersign_client::Error> {
     let session = p.session.lock().unwrap().clone();
     let challenge = client.challenge(&session, op, d).await?;
-    client.sign_decision(&session, challenge, Some("fault run"), p.key.clone(), &ceremony()).await
+    client.sign_decision(&session, challenge, Some("fault run"), p.key.clone(), &fault_ceremony()).await
 }
 
 async fn relogin(p: &Person, client: &Client) {
-    if let Ok(s) = client.login(&p.id, p.key.clone(), &ceremony()).await {
+    if let Ok(s) = client.login(&p.id, p.key.clone(), &fault_ceremony()).await {
         secret("session token", s.expose());
         *p.session.lock().unwrap() = s;
     }
@@ -633,7 +633,7 @@ async fn race(p: &Person, op: &str, tally: &Tally) -> bool {
     ) else {
         return false;
     };
-    let (pa, pb) = (ceremony(), ceremony());
+    let (pa, pb) = (fault_ceremony(), fault_ceremony());
     let (ra, rb) = tokio::join!(
         a.sign_decision(&session, ca, Some("race"), p.key.clone(), &pa),
         b.sign_decision(&session, cb, Some("race"), p.key.clone(), &pb)
@@ -790,9 +790,9 @@ async fn main() -> std::process::ExitCode {
         let clients: Vec<Client> = (0..args.instances.max(2))
             .map(|i| Client::new(&cluster.base(i), link.pin.as_deref()).unwrap())
             .collect();
-        let key = soft_key();
-        clients[0].enroll(&link.code, "key", key.clone(), &ceremony()).await.unwrap();
-        let session = clients[0].login(name, key.clone(), &ceremony()).await.unwrap();
+        let key = fault_key();
+        clients[0].enroll(&link.code, "key", key.clone(), &fault_ceremony()).await.unwrap();
+        let session = clients[0].login(name, key.clone(), &fault_ceremony()).await.unwrap();
         secret("session token", session.expose());
         people.push(Arc::new(Person { id: name.to_owned(), key, clients, session: Mutex::new(session) }));
     }

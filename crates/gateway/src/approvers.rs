@@ -945,7 +945,7 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
     }
     let op = &record.operation;
     let t = tally(&quorum, op.initiator.responsible_person(), &roster, &decisions, op.expires_at, now);
-    let (to, event_name, doc) = match &t {
+    let (to, doc) = match &t {
         Tally::Approved { approvers } => {
             approvals.retain(|a| approvers.contains(&a.approver));
             let doc = sign_release(
@@ -957,18 +957,15 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
                 state.keys.signing_key(),
             )
             .map_err(Error::internal)?;
-            (
-                OpState::Released,
-                "operation.released",
-                Some(serde_json::to_value(doc).map_err(Error::internal)?),
-            )
+            (OpState::Released, Some(serde_json::to_value(doc).map_err(Error::internal)?))
         }
-        Tally::Rejected { .. } => (OpState::Rejected, "operation.rejected", None),
-        Tally::Expired => (OpState::Expired, "operation.expired", None),
+        Tally::Rejected { .. } => (OpState::Rejected, None),
+        Tally::Expired => (OpState::Expired, None),
         Tally::Pending { .. } => return Ok(DecisionOutcome { state: OpState::Pending, tally: t }),
     };
-    let event =
-        AuditEvent::new("gateway", event_name).operation(&op.id, &record.digest).detail("basis", "quorum");
+    let event = AuditEvent::new("gateway", to.audit_event())
+        .operation(&op.id, &record.digest)
+        .detail("basis", "quorum");
     let release = doc.as_ref().map(|document| Release { document, action: Some(&op.action) });
     let moved = state.store.transition(&op.id, OpState::Pending, to, release.as_ref(), &event, now).await?;
     let state_now =

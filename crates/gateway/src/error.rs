@@ -49,6 +49,11 @@ impl Error {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 413: a body over `max_body_bytes`.
+    pub fn too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", "request body is too large")
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))

@@ -55,10 +55,7 @@ pub async fn read_body_in_time(State(state): State<AppState>, request: Request, 
     .await
     {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Ok(Err(_)) => {
-            Error::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", "request body is too large")
-                .into_response()
-        }
+        Ok(Err(_)) => Error::too_large().into_response(),
         Err(_) => Error::new(
             StatusCode::REQUEST_TIMEOUT,
             "request.body_timeout",

@@ -265,13 +265,8 @@ pub async fn submit(
             .detail("source_ip", source_ip.to_string())
             .detail("risk_score", risk.score),
     ];
-    let outcome_event = match state_after {
-        OpState::Released => "operation.released",
-        OpState::Pending => "operation.pending",
-        _ => "operation.denied",
-    };
     events.push(
-        AuditEvent::new(actor, outcome_event)
+        AuditEvent::new(actor, state_after.audit_event())
             .operation(&operation.id, &digest_hex)
             .detail("verdict", verdict_json.to_string()),
     );
@@ -354,7 +349,7 @@ pub async fn sweep_forever(state: AppState) {
 pub async fn sweep_once(state: &AppState, now: Timestamp) -> Result<usize> {
     let mut expired = 0;
     for (id, digest) in state.store.due_for_expiry(now, 500).await? {
-        let event = AuditEvent::new("gateway", "operation.expired").operation(&id, &digest);
+        let event = AuditEvent::new("gateway", OpState::Expired.audit_event()).operation(&id, &digest);
         if state.store.transition(&id, OpState::Pending, OpState::Expired, None, &event, now).await? {
             expired += 1;
             state.metrics.expired();

@@ -140,9 +140,8 @@ struct StoredOp {
 
 struct StoredDecision {
     operation: String,
-    approver: String,
-    credential: String,
     decision: String,
+    /// Who, with which key, and what they signed.
     approval: CertifiedApproval,
     decided_at: i64,
 }
@@ -157,18 +156,6 @@ struct StoredCredential {
 fn signature_counter(authenticator_data: &str) -> Option<u32> {
     let bytes = data_encoding::BASE64URL_NOPAD.decode(authenticator_data.as_bytes()).ok()?;
     Some(u32::from_be_bytes(bytes.get(33..37)?.try_into().ok()?))
-}
-
-fn end_event(state: OpState) -> &'static str {
-    match state {
-        OpState::Denied => "operation.denied",
-        OpState::Pending => "operation.pending",
-        OpState::Approved => "operation.approved",
-        OpState::Released => "operation.released",
-        OpState::Rejected => "operation.rejected",
-        OpState::Expired => "operation.expired",
-        OpState::Cancelled => "operation.cancelled",
-    }
 }
 
 const TERMINAL_EVENTS: [&str; 5] = [
@@ -308,16 +295,13 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     .await?
     {
         let approver: String = r.try_get(1)?;
-        let credential: String = r.try_get(2)?;
         decisions.push(StoredDecision {
             operation: r.try_get(0)?,
-            approver: approver.clone(),
-            credential: credential.clone(),
             decision: r.try_get(3)?,
             approval: CertifiedApproval {
                 approver: ApproverId::new(&approver)
                     .map_err(|e| Error::internal(format!("{approver}: {e}")))?,
-                credential_id: credential,
+                credential_id: r.try_get(2)?,
                 authenticator_data: r.try_get(4)?,
                 client_data_json: r.try_get(5)?,
                 signature: r.try_get(6)?,
@@ -328,7 +312,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     let mut counters: BTreeMap<&str, Vec<(i64, u32, &str)>> = BTreeMap::new();
     for d in &decisions {
         report.decisions += 1;
-        let subject = format!("{} by {}", d.operation, d.approver);
+        let subject = format!("{} by {}", d.operation, d.approval.approver);
         let Some(op) = ops.get(&d.operation) else {
             report.violation("decision.unverified", subject, "decision on an operation that is not stored");
             continue;
@@ -341,8 +325,14 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
                 continue;
             }
         };
-        let Some(cred) = credentials.get(&d.credential).filter(|c| c.approver == d.approver) else {
-            report.violation("decision.unverified", subject, format!("key {} is not theirs", d.credential));
+        let Some(cred) =
+            credentials.get(&d.approval.credential_id).filter(|c| c.approver == d.approval.approver.as_str())
+        else {
+            report.violation(
+                "decision.unverified",
+                subject,
+                format!("key {} is not theirs", d.approval.credential_id),
+            );
             continue;
         };
         if cred.status == "pending_approval" {
@@ -350,7 +340,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             continue;
         }
         let key = RegistryCredential {
-            credential_id: d.credential.clone(),
+            credential_id: d.approval.credential_id.clone(),
             algorithm: "es256".into(),
             public_key: cred.public_key.clone(),
         };
@@ -358,9 +348,11 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             report.violation("decision.unverified", subject.clone(), format!("{}: {e}", e.code()));
         }
         match signature_counter(&d.approval.authenticator_data) {
-            Some(c) => {
-                counters.entry(d.credential.as_str()).or_default().push((d.decided_at, c, &d.operation))
-            }
+            Some(c) => counters.entry(d.approval.credential_id.as_str()).or_default().push((
+                d.decided_at,
+                c,
+                &d.operation,
+            )),
             None => report.violation("decision.unverified", subject, "authenticator data too short"),
         }
     }
@@ -393,7 +385,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     // settlement verifies it.
     // Stored decisions by (operation, person): a person decides an operation once.
     let by_person: BTreeMap<(&str, &str), &StoredDecision> =
-        decisions.iter().map(|d| ((d.operation.as_str(), d.approver.as_str()), d)).collect();
+        decisions.iter().map(|d| ((d.operation.as_str(), d.approval.approver.as_str()), d)).collect();
     // Operation id → (release document, whether it is marked delivered).
     let mut ledger: BTreeMap<String, (Value, bool)> = BTreeMap::new();
     for r in sqlx::query("SELECT operation_id, certificate, delivered_at FROM settlement_ledger")
@@ -504,7 +496,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
                 format!("{} operation.received entries, expected 1", count("operation.received")),
             );
         }
-        let end = end_event(op.state);
+        let end = op.state.audit_event();
         if count(end) != 1 {
             report.violation("audit.coverage", id, format!("{} {end} entries, expected 1", count(end)));
         }
@@ -517,11 +509,11 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
         }
     }
     for d in &decisions {
-        let n = counted.get(&(d.operation.clone(), d.approver.clone())).copied().unwrap_or(0);
+        let n = counted.get(&(d.operation.clone(), d.approval.approver.to_string())).copied().unwrap_or(0);
         if n != 1 {
             report.violation(
                 "audit.coverage",
-                format!("{} by {}", d.operation, d.approver),
+                format!("{} by {}", d.operation, d.approval.approver),
                 format!("{n} decision.counted entries, expected 1"),
             );
         }

@@ -287,7 +287,7 @@ where
 fn body_bytes(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", "request body is too large")
+            Error::too_large()
         } else {
             Error::bad_request("request.unreadable_body", r.body_text())
         }

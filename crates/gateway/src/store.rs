@@ -77,6 +77,22 @@ impl OpState {
     }
 }
 
+impl OpState {
+    /// The audit event that records an operation entering this state.
+    #[must_use]
+    pub fn audit_event(self) -> &'static str {
+        match self {
+            OpState::Denied => "operation.denied",
+            OpState::Pending => "operation.pending",
+            OpState::Approved => "operation.approved",
+            OpState::Released => "operation.released",
+            OpState::Rejected => "operation.rejected",
+            OpState::Expired => "operation.expired",
+            OpState::Cancelled => "operation.cancelled",
+        }
+    }
+}
+
 impl FromStr for OpState {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
