@@ -506,7 +506,8 @@ async fn bot(
                     tally.throttled.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                503 if reply.code() == "store.unavailable" => {
+                // A database outage, or admission control while requests wait on it.
+                503 if reply.code() == "store.unavailable" || reply.code() == "intake.busy" => {
                     tally.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

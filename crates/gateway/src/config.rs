@@ -216,10 +216,16 @@ pub struct Config {
     #[serde(default = "default_max_pending")]
     pub max_pending_per_key: i64,
     /// Most live event streams open at once, in all (each costs a task and a
-    /// database read per commit); beyond, `503 events.too_many_streams`. One person
-    /// may hold at most [`crate::events::STREAMS_PER_PERSON`].
+    /// connection; the database is read once per commit for all of them); beyond,
+    /// `503 events.too_many_streams`. One person may hold at most
+    /// [`crate::events::STREAMS_PER_PERSON`].
     #[serde(default = "default_max_event_streams")]
     pub max_event_streams: usize,
+    /// Withdrawals taken in at once (admission control); beyond, an immediate
+    /// `503 intake.busy` rather than a queue that grows until the database's
+    /// acquire timeout. The bots retry with the same idempotency key.
+    #[serde(default = "default_max_intake_in_flight")]
+    pub max_intake_in_flight: usize,
     /// Connections served at once; more wait in the listen backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -270,6 +276,9 @@ fn default_sweep() -> u64 {
 }
 fn default_max_pending() -> i64 {
     20
+}
+fn default_max_intake_in_flight() -> usize {
+    32
 }
 fn default_max_connections() -> usize {
     4096

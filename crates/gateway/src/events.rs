@@ -2,9 +2,16 @@
 //!
 //! The audit chain is the event log: each event's id is its audit sequence number,
 //! so a client resumes with `Last-Event-ID` after a disconnect and misses nothing,
-//! and events from every gateway instance sharing the database are seen. A stream
-//! reads new entries after each local commit, and at least every second for commits
-//! made by other instances. Heartbeats keep proxies from closing idle streams.
+//! and events from every gateway instance sharing the database are seen.
+//!
+//! One reader per instance, the [`Tail`], reads new entries after each local commit
+//! (and at least every second, for commits made by other instances), works out
+//! once who may see each, and hands them to every open stream. A stream reads the
+//! log itself only to catch up: from `Last-Event-ID`, or after falling more than
+//! [`TAIL_BUFFER`] entries behind. So the database's work per event does not grow
+//! with the number of approvers watching. Each stream re-checks its session after
+//! a quiet second, every [`SESSION_CHECK_EVERY`] events, and right after a
+//! revocation or a flagged key. Heartbeats keep proxies from closing idle streams.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,6 +23,7 @@ use countersign_core::audit::AuditEntry;
 use countersign_core::certificate::deciding_role;
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::AppState;
 use crate::approvers::Session;
@@ -107,45 +115,138 @@ const VISIBLE: &[&str] = &[
     "freeze.on",
 ];
 
-/// Operations whose audience a stream has already worked out (it never changes for
-/// an operation), so each is read once per stream rather than once per event.
-type Audience = HashMap<String, bool>;
+/// Who may see an operation's events: the role that decides it and the groups its
+/// quorum names (never changes for an operation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Audience {
+    role: countersign_core::operation::Role,
+    groups: Vec<String>,
+}
+
+/// Audiences already worked out, by operation, so each operation is read once.
+type Audiences = HashMap<String, Option<Audience>>;
 const AUDIENCE_CACHE: usize = 4096;
+
+/// The audience of an entry's operation (`None`: not shown to anyone, or unreadable).
+async fn audience(state: &AppState, entry: &AuditEntry, known: &mut Audiences) -> Option<Audience> {
+    let id = entry.operation.as_deref()?;
+    if let Some(a) = known.get(id) {
+        return a.clone();
+    }
+    let found = match state.store.operation(id).await {
+        Ok(Some(record)) => Some(Audience {
+            role: deciding_role(&record.operation),
+            groups: record.verdict["quorum"]["groups"]
+                .as_array()
+                .map(|gs| gs.iter().filter_map(|g| g["group"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "event visibility: operation not readable; not shown");
+            return None; // not remembered: the next entry tries again
+        }
+    };
+    if known.len() >= AUDIENCE_CACHE {
+        known.clear();
+    }
+    known.insert(id.to_owned(), found.clone());
+    found
+}
 
 /// Whether a person may see an entry: the freeze goes to everyone; an operation's
 /// events go to the people who may act on it — members of a group its quorum names
 /// (withdrawals: approvers; administrative operations: admins, as
 /// `core::certificate::deciding_role` says).
-async fn visible(state: &AppState, entry: &AuditEntry, who: &Session, seen: &mut Audience) -> bool {
+fn shown_to(entry: &AuditEntry, audience: Option<&Audience>, who: &Session) -> bool {
     if !VISIBLE.contains(&entry.event.as_str()) {
         return false;
     }
     if entry.event == "freeze.on" {
         return true;
     }
-    let Some(id) = entry.operation.as_deref() else { return false };
-    if let Some(known) = seen.get(id) {
-        return *known;
-    }
-    let record = match state.store.operation(id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return false,
-        Err(e) => {
-            tracing::warn!(error = %e, "event visibility: operation not readable; not shown");
-            return false;
+    audience.is_some_and(|a| {
+        who.approver.roles.contains(&a.role)
+            && a.groups.iter().any(|g| who.approver.groups.iter().any(|mine| mine.as_str() == g))
+    })
+}
+
+/// An entry as the tail hands it to every stream, with its audience worked out.
+#[derive(Debug)]
+pub struct Published {
+    entry: AuditEntry,
+    audience: Option<Audience>,
+}
+
+/// Entries the tail keeps for streams that are slow to take them; a stream further
+/// behind catches up from the database.
+pub const TAIL_BUFFER: usize = 1024;
+/// A busy stream re-checks its session after this many events (an idle one, every
+/// second, and every stream right after an entry that can end sessions).
+pub const SESSION_CHECK_EVERY: u32 = 50;
+/// Entries after which every stream re-checks its session before sending more:
+/// revocation and a flagged (cloned) key end streams at once.
+const ENDS_SESSIONS: &[&str] = &["approver.revoked", "credential.counter_anomaly"];
+
+/// The instance's one reader of the audit log for live streams. It runs while at
+/// least one stream is open and stops when the last one closes.
+#[derive(Debug, Default)]
+pub struct Tail {
+    sender: Mutex<Option<tokio::sync::broadcast::Sender<Arc<Published>>>>,
+}
+
+impl Tail {
+    /// A receiver of every entry from now on, starting the reader if none runs.
+    fn subscribe(self: &Arc<Self>, state: &AppState) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
+        let mut slot = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = slot.as_ref() {
+            return sender.subscribe();
         }
-    };
-    let groups = record.verdict["quorum"]["groups"].as_array().cloned().unwrap_or_default();
-    let mine = who.approver.roles.contains(&deciding_role(&record.operation))
-        && groups
-            .iter()
-            .filter_map(|g| g["group"].as_str())
-            .any(|g| who.approver.groups.iter().any(|mine| mine.as_str() == g));
-    if seen.len() >= AUDIENCE_CACHE {
-        seen.clear();
+        let (sender, receiver) = tokio::sync::broadcast::channel(TAIL_BUFFER);
+        *slot = Some(sender.clone());
+        tokio::spawn(self.clone().run(state.clone(), sender));
+        receiver
     }
-    seen.insert(id.to_owned(), mine);
-    mine
+
+    async fn run(self: Arc<Self>, state: AppState, sender: tokio::sync::broadcast::Sender<Arc<Published>>) {
+        let mut commits = state.store.commits();
+        let mut last = match state.store.audit_head().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "event tail: audit head not readable; streams catch up themselves");
+                0
+            }
+        };
+        let mut known = Audiences::new();
+        loop {
+            commits.borrow_and_update(); // before reading: a commit during the read wakes the wait
+            match state.store.audit_after(last, 200).await {
+                Ok(batch) => {
+                    let full = batch.len() == 200;
+                    for entry in batch {
+                        last = i64::try_from(entry.seq).unwrap_or(last);
+                        let audience = audience(&state, &entry, &mut known).await;
+                        // No receivers is not an error here: the check below decides.
+                        let _ = sender.send(Arc::new(Published { entry, audience }));
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "event tail: read failed; retrying"),
+            }
+            {
+                // Stop with the last stream; under the lock, so that a stream
+                // subscribing now either keeps this reader alive or starts a new one.
+                let mut slot = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+                if sender.receiver_count() == 0 {
+                    *slot = None;
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), commits.changed()).await;
+        }
+    }
 }
 
 fn to_event(entry: &AuditEntry) -> Event {
@@ -159,6 +260,85 @@ fn to_event(entry: &AuditEntry) -> Event {
     Event::default().id(entry.seq.to_string()).event(entry.event.clone()).data(data.to_string())
 }
 
+/// One stream's position and what it has yet to send.
+struct Follow {
+    state: AppState,
+    who: Session,
+    _permit: StreamPermit,
+    tail: tokio::sync::broadcast::Receiver<Arc<Published>>,
+    /// The last sequence number taken (sent or not shown).
+    seen: i64,
+    /// Read the log itself before taking from the tail.
+    behind: bool,
+    queue: std::collections::VecDeque<AuditEntry>,
+    known: Audiences,
+    since_check: u32,
+}
+
+impl Follow {
+    /// The next event to send; `None` ends the stream (session no longer valid).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(entry) = self.queue.pop_front() {
+                return Some(to_event(&entry));
+            }
+            if self.behind {
+                match self.state.store.audit_after(self.seen, 200).await {
+                    Ok(batch) => {
+                        self.behind = batch.len() == 200;
+                        for entry in batch {
+                            self.seen = i64::try_from(entry.seq).unwrap_or(self.seen);
+                            let audience = audience(&self.state, &entry, &mut self.known).await;
+                            if shown_to(&entry, audience.as_ref(), &self.who) {
+                                self.queue.push_back(entry);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream read failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            }
+            if self.since_check >= SESSION_CHECK_EVERY {
+                if !crate::approvers::session_still_valid(&self.state, &self.who).await {
+                    return None;
+                }
+                self.since_check = 0;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), self.tail.recv()).await {
+                Ok(Ok(published)) => {
+                    let seq = i64::try_from(published.entry.seq).unwrap_or(i64::MAX);
+                    if seq <= self.seen {
+                        continue; // already read while catching up
+                    }
+                    if seq > self.seen + 1 {
+                        self.behind = true; // entries between: read them first
+                        continue;
+                    }
+                    self.seen = seq;
+                    self.since_check += 1;
+                    if ENDS_SESSIONS.contains(&published.entry.event.as_str()) {
+                        self.since_check = SESSION_CHECK_EVERY;
+                    }
+                    if shown_to(&published.entry, published.audience.as_ref(), &self.who) {
+                        self.queue.push_back(published.entry.clone());
+                    }
+                }
+                Ok(Err(RecvError::Lagged(_))) => self.behind = true,
+                Ok(Err(RecvError::Closed)) => {
+                    self.tail = self.state.events.subscribe(&self.state);
+                    self.behind = true;
+                }
+                // A quiet second: end the stream if the session ended (revocation,
+                // flagged key).
+                Err(_) => self.since_check = SESSION_CHECK_EVERY,
+            }
+        }
+    }
+}
+
 /// The stream for one approver, from after `last_seen` (or from now). It holds
 /// `permit` until the client goes away.
 pub fn stream(
@@ -168,46 +348,29 @@ pub fn stream(
     permit: StreamPermit,
 ) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     let start = async move {
-        let head = match last_seen {
+        // Subscribe first, then find the position: nothing falls in between.
+        let tail = state.events.subscribe(&state);
+        let seen = match last_seen {
             Some(seq) => seq,
             None => state.store.audit_head().await.unwrap_or(0),
         };
-        let commits = state.store.commits();
-        (state, (who, permit), head, Vec::<AuditEntry>::new(), Audience::new(), commits)
+        Follow {
+            state,
+            who,
+            _permit: permit,
+            tail,
+            seen,
+            behind: true,
+            queue: std::collections::VecDeque::new(),
+            known: Audiences::new(),
+            since_check: 0,
+        }
     };
-    let events = futures_util::stream::once(start).flat_map(|init| {
-        futures_util::stream::unfold(
-            init,
-            |(state, who, mut seen, mut queue, mut audience, mut commits)| async move {
-                loop {
-                    if let Some(entry) = (!queue.is_empty()).then(|| queue.remove(0)) {
-                        return Some((Ok(to_event(&entry)), (state, who, seen, queue, audience, commits)));
-                    }
-                    // Mark the commits seen *before* reading: one that lands during the
-                    // reads below wakes the wait at the end at once.
-                    commits.borrow_and_update();
-                    match state.store.audit_after(seen, 200).await {
-                        Ok(batch) if !batch.is_empty() => {
-                            seen = batch.last().map_or(seen, |e| i64::try_from(e.seq).unwrap_or(seen));
-                            queue.clear();
-                            for entry in batch {
-                                if visible(&state, &entry, &who.0, &mut audience).await {
-                                    queue.push(entry);
-                                }
-                            }
-                            continue;
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "event stream read failed; retrying"),
-                    }
-                    // End the stream when the session ends (revocation, flagged key).
-                    if !crate::approvers::session_still_valid(&state, &who.0).await {
-                        return None;
-                    }
-                    let _ = tokio::time::timeout(Duration::from_secs(1), commits.changed()).await;
-                }
-            },
-        )
+    let events = futures_util::stream::once(start).flat_map(|follow| {
+        futures_util::stream::unfold(follow, |mut follow| async move {
+            let event = follow.next().await?;
+            Some((Ok(event), follow))
+        })
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat"))
 }

@@ -85,6 +85,10 @@ pub struct AppState {
     pub tls: Option<tls::Tls>,
     /// Bounds on open live event streams.
     pub streams: Arc<events::StreamLimits>,
+    /// The one reader of the audit log for live event streams.
+    pub events: Arc<events::Tail>,
+    /// Admission control for intake: one permit per withdrawal being taken in.
+    pub intake_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -100,6 +104,7 @@ impl AppState {
         let (webauthn, attestation) = relying_party(&config)?;
         let tls = config.tls.as_ref().map(|t| tls::Tls::load(t, &config.data_dir)).transpose()?;
         let config_streams = config.max_event_streams;
+        let config_intake = config.max_intake_in_flight;
         Ok(AppState {
             store,
             keys: Arc::new(keys),
@@ -110,6 +115,8 @@ impl AppState {
             attestation,
             refusals: Arc::default(),
             streams: events::StreamLimits::new(config_streams),
+            events: Arc::default(),
+            intake_slots: Arc::new(tokio::sync::Semaphore::new(config_intake)),
             tls,
         })
     }
@@ -353,6 +360,17 @@ async fn post_withdrawal(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
+        // Admission first: under overload, refuse at once instead of queueing.
+        let _slot = state.intake_slots.clone().try_acquire_owned().map_err(|_| {
+            Error::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "intake.busy",
+                format!(
+                    "the gateway is taking in {} withdrawals at once; nothing stored; retry shortly with the same Idempotency-Key",
+                    state.config.max_intake_in_flight
+                ),
+            )
+        })?;
         let body = body_bytes(body)?;
         let key = api_key(&state, &method, &uri, &headers, &body, peer, Scope::Withdraw).await?;
         let idem = idempotency_key(&headers)?;

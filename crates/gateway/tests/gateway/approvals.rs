@@ -704,6 +704,58 @@ pub async fn approvers_get_live_events_and_resume(db: Db) {
     assert_eq!(gw.http.get(&url).bearer_auth(&alice.session).send().await.unwrap().status(), 200);
 }
 
+/// Live events come from one reader per instance: every stream gets each event,
+/// also what another instance on the same database commits, and a stream ends
+/// once its person is revoked.
+pub async fn live_events_reach_every_stream_and_follow_other_instances(db: Db) {
+    let (gw, mut tokens) = gateway_with_tokens(db, 2).await;
+    let alice = enroll(&gw, "alice", &["traders"], tokens.remove(0)).await;
+    let carol = enroll(&gw, "carol", &["traders"], tokens.remove(0)).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let url = format!("{}/v1/events", gw.base);
+    let mut streams = Vec::new();
+    for session in [&alice.session, &alice.session, &carol.session] {
+        let r = gw.http.get(&url).bearer_auth(session).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let op = gw.withdraw(&key, &eth("5")).await.op_id();
+    for s in &mut streams {
+        let got = read_events(s, 1).await;
+        assert_eq!(
+            (got[0].1.as_str(), got[0].2["operation"].as_str()),
+            ("operation.pending", Some(op.as_str()))
+        );
+    }
+
+    // A second instance commits: no local commit wakes this one, its reader finds it.
+    let other = countersign_gateway::AppState::open(
+        (*gw.state.config).clone(),
+        std::sync::Arc::new(gw.clock.clone()),
+    )
+    .await
+    .unwrap();
+    other.store.freeze("host", "drill on the other instance", gw.now()).await.unwrap();
+    for s in &mut streams {
+        assert_eq!(read_events(s, 1).await[0].1, "freeze.on");
+    }
+
+    // Revoked: alice's streams end at once (the revocation makes every stream check
+    // its session); carol's goes on.
+    let alice_id = "alice".parse().unwrap();
+    assert!(countersign_gateway::approvers::revoke(&gw.state, &alice_id, "host", gw.now()).await.unwrap());
+    for s in &mut streams[..2] {
+        let ended = tokio::time::timeout(std::time::Duration::from_millis(900), async {
+            while s.chunk().await.unwrap().is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "a revoked person's stream must end");
+    }
+    let second = gw.withdraw(&key, &eth("6")).await.op_id();
+    let got = read_events(&mut streams[2], 1).await;
+    assert_eq!(got[0].2["operation"].as_str(), Some(second.as_str()));
+}
+
 /// Break glass: one approver's key touch freezes every API key at once.
 pub async fn any_approver_freezes_all_keys_with_a_touch(db: Db) {
     let (gw, mut tokens) = gateway_with_tokens(db, 1).await;

@@ -884,3 +884,19 @@ pub async fn slow_and_oversized_clients_are_cut_off(db: Db) {
         assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "a silent connection is cut off: {got}");
     }
 }
+
+/// Admission control: with every intake slot taken, a withdrawal is refused at once
+/// with `503 intake.busy` and nothing is stored; the same request then goes through.
+pub async fn a_full_intake_refuses_at_once_and_stores_nothing(db: Db) {
+    let gw = Gateway::start(db).await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let slots = gw.state.config.max_intake_in_flight;
+    let held = gw.state.intake_slots.clone().acquire_many_owned(u32::try_from(slots).unwrap()).await.unwrap();
+    let before = gw.operation_count().await;
+    let r = gw.withdraw_idem(&key, &eth("1"), "order-busy-1").await;
+    assert_eq!((r.status, r.code()), (503, "intake.busy"), "{:?}", r.body);
+    assert_eq!(gw.operation_count().await, before);
+    drop(held);
+    let r = gw.withdraw_idem(&key, &eth("1"), "order-busy-1").await;
+    assert_eq!(r.state(), "released", "{:?}", r.body);
+}
