@@ -74,6 +74,7 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
     enroll(&gw, &client, "alice", &[Role::Approver], &["traders"], &alice).await?;
     enroll(&gw, &client, "carol", &[Role::Approver], &["traders"], &carol).await?;
     let bot = Bot::create(&gw, "key_bot1").await.map_err(fail)?;
+    backlog(&gw, &bot).await?;
 
     eprintln!(
         "\nCountersign demo — SOFTWARE KEYS, demo only.\n\
@@ -100,6 +101,25 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
         key: alice,
         pin: PIN.into(),
     })
+}
+
+/// `COUNTERSIGN_DEMO_BACKLOG=N` (the desktop benchmark): start with N withdrawals
+/// waiting, copies of one real held withdrawal, as a busy desk's inbox would be.
+async fn backlog(gw: &Embedded, bot: &Bot) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(n) = std::env::var("COUNTERSIGN_DEMO_BACKLOG").ok().and_then(|v| v.parse::<i64>().ok()) else {
+        return Ok(());
+    };
+    if n < 1 {
+        return Ok(());
+    }
+    let (asset, amount, to) = Bot::order(4); // a large one: held for two traders
+    let answer = bot.withdraw(asset, &amount, &to, "demo-backlog").await.map_err(fail)?;
+    let id = answer["operation"]["id"].as_str().ok_or("the backlog's withdrawal was not accepted")?;
+    countersign_gateway::demo::copy_operation(&gw.state, id, "op_backlog", 1, n - 1, 1, 0)
+        .await
+        .map_err(fail)?;
+    eprintln!("backlog  {n} withdrawals waiting (copies of {id})");
+    Ok(())
 }
 
 /// Carol approves whatever is still pending a few seconds after someone decided on it.

@@ -4,63 +4,29 @@
 // gateway's own database that it was released once the colleague approved too.
 //
 //   xvfb-run -a node ui/e2e/desktop.mjs <path to countersign-desktop>
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Driver, until } from "./webdriver.mjs";
 
 const app = process.argv[2];
 if (!app) throw new Error("usage: node desktop.mjs <countersign-desktop binary>");
 const shots = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..", "docs", "screenshots");
 mkdirSync(shots, { recursive: true });
 const demoDir = mkdtempSync(join(tmpdir(), "countersign-e2e-"));
-const port = 4444 + Math.floor(Math.random() * 1000);
-const driver = spawn("tauri-driver", ["--port", String(port), "--native-port", String(port + 1000)], {
-  stdio: ["ignore", "inherit", "inherit"],
-  env: { ...process.env, COUNTERSIGN_DEMO_DIR: demoDir, WEBKIT_DISABLE_COMPOSITING_MODE: "1", NO_AT_BRIDGE: "1" },
-});
-const base = `http://127.0.0.1:${port}`;
+const driver = new Driver({ COUNTERSIGN_DEMO_DIR: demoDir });
 const started = Date.now();
 const log = (m) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${m}`);
-
-async function wd(method, path, body) {
-  const r = await fetch(`${base}${path}`, {
-    method,
-    headers: { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await r.json();
-  if (!r.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json.value ?? json)}`);
-  return json.value;
-}
-
-async function until(what, probe, ms = 60_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-let session;
-const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
-const find = async (testid) => (await wd("POST", `/session/${session}/element`, { using: "css selector", value: `[data-testid="${testid}"]` }))[ELEMENT];
-const findAll = async (testid) =>
-  (await wd("POST", `/session/${session}/elements`, { using: "css selector", value: `[data-testid="${testid}"]` })).map((e) => e[ELEMENT]);
-const click = async (el) => wd("POST", `/session/${session}/element/${el}/click`, {});
-const type = async (el, text) => wd("POST", `/session/${session}/element/${el}/value`, { text });
-const text = async (el) => wd("GET", `/session/${session}/element/${el}/text`);
-const attr = async (el, name) => wd("GET", `/session/${session}/element/${el}/attribute/${name}`);
+const find = (testid) => driver.find(testid);
+const findAll = (testid) => driver.findAll(testid);
+const click = (el) => driver.click(el);
+const type = (el, text) => driver.type(el, text);
+const text = (el) => driver.text(el);
+const attr = (el, name) => driver.attr(el, name);
 const shot = async (name) => {
-  const png = await wd("GET", `/session/${session}/screenshot`);
-  writeFileSync(join(shots, name), Buffer.from(png, "base64"));
+  writeFileSync(join(shots, name), Buffer.from(await driver.screenshot(), "base64"));
   log(`screenshot ${name}`);
 };
 const dbState = (id) =>
@@ -68,12 +34,7 @@ const dbState = (id) =>
 
 let failed = false;
 try {
-  await until("tauri-driver", async () => (await fetch(`${base}/status`)).ok, 20_000);
-  session = (
-    await wd("POST", "/session", {
-      capabilities: { alwaysMatch: { "tauri:options": { application: app, args: ["--demo"] } } },
-    })
-  ).sessionId;
+  await driver.launch(app, ["--demo"]);
   log("app started");
   const banner = await until("software-key banner", () => find("software-banner"));
   if (!(await text(banner)).includes("SOFTWARE KEY IN USE")) throw new Error("no software-key banner");
@@ -124,12 +85,10 @@ try {
   // Secrets stay out of the webview: after logging in and approving, no PIN in its
   // storage, cookies or input fields, and neither of the gateway's keys anywhere in
   // its data or page. (Session tokens live in the Rust process only.)
-  const seen = await wd("POST", `/session/${session}/execute/sync`, {
-    script:
-      "return JSON.stringify({local: {...localStorage}, session: {...sessionStorage}, cookie: document.cookie, inputs: [...document.querySelectorAll('input, textarea')].map(i => i.value)})",
-    args: [],
-  });
-  const page = await wd("GET", `/session/${session}/source`);
+  const seen = await driver.script(
+    "return JSON.stringify({local: {...localStorage}, session: {...sessionStorage}, cookie: document.cookie, inputs: [...document.querySelectorAll('input, textarea')].map(i => i.value)})",
+  );
+  const page = await driver.wd("GET", driver.s("/source"));
   if (seen.includes("4821")) throw new Error(`the PIN is still in the webview's data: ${seen}`);
   const keys = readFileSync(join(demoDir, "gateway-keys"), "utf8").trim();
   for (const [what, value] of [["signing key", keys.slice(0, 64)], ["HMAC master key", keys.slice(64)]]) {
@@ -140,10 +99,9 @@ try {
 } catch (e) {
   failed = true;
   console.error(`FAIL: ${e.message}`);
-  if (session) await shot("desktop-failure.png").catch(() => {});
+  if (driver.session) await shot("desktop-failure.png").catch(() => {});
 } finally {
-  if (session) await wd("DELETE", `/session/${session}`).catch(() => {});
-  driver.kill();
+  await driver.quit();
 }
 if (failed) process.exit(1);
 console.log("desktop end-to-end passed");

@@ -220,3 +220,50 @@ mod tests {
         assert!(orders.iter().all(|(_, _, to)| to.len() == 42 && to.starts_with("0x")));
     }
 }
+
+/// Copy a stored operation `count` times, for volume: the demo's backlog
+/// (`COUNTERSIGN_DEMO_BACKLOG`) and the scale benchmark (`tests/bench/gateway.rs`).
+/// Copy `i` (for `i` in `first..first + count`) is the template with the id
+/// `{prefix}{i}`, created `i * spacing_seconds` earlier, expiring `extend_seconds`
+/// later, with an idempotency key of its own; its canonical form and digest are its
+/// own (an approver's client verifies them). Rows are written as intake writes them
+/// ([`Store::insert_operation_row`](crate::store::Store::insert_operation_row)), in
+/// one transaction, without audit entries or ledger rows: listing, reading and the
+/// inbox see them as any other operation.
+///
+/// # Errors
+/// Database errors; the template does not exist (nothing is copied).
+pub async fn copy_operation(
+    state: &AppState,
+    template: &str,
+    prefix: &str,
+    first: i64,
+    count: i64,
+    spacing_seconds: i64,
+    extend_seconds: i64,
+) -> Result<u64> {
+    let record = state
+        .store
+        .operation(template)
+        .await?
+        .ok_or_else(|| Error::not_found(&format!("operation {template}")))?;
+    let now = state.clock.now();
+    let mut tx = state.store.pool().begin().await?;
+    for i in first..first + count {
+        let mut op = record.operation.clone();
+        op.id = format!("{prefix}{i}").parse().map_err(Error::internal)?;
+        op.created_at = op.created_at.minus_seconds(i * spacing_seconds);
+        op.expires_at = op.expires_at.plus_seconds(extend_seconds);
+        let new = crate::store::NewOperation {
+            operation: op,
+            state: record.state,
+            verdict: record.verdict.clone(),
+            risk: record.risk.clone(),
+            idempotency_key: Some(format!("copy-{prefix}{i}")),
+            request_hash: record.request_hash.clone(),
+        };
+        crate::store::Store::insert_operation_row(&mut tx, &new, now).await?.0?;
+    }
+    tx.commit().await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}

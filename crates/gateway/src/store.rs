@@ -878,6 +878,55 @@ impl Store {
         certificate: Option<&Value>,
         now: Timestamp,
     ) -> Result<Inserted> {
+        let (r, digest) = Self::insert_operation_row(&mut tx, &new, now).await?;
+        let op = &new.operation;
+        match r {
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                let key_id = match &op.initiator {
+                    countersign_core::Initiator::ApiKey { key_id, .. } => Some(key_id.as_str()),
+                    countersign_core::Initiator::Approver { .. } => None,
+                };
+                if let (Some(k), Some(i)) = (key_id, new.idempotency_key.as_deref())
+                    && let Some(existing) = self.operation_by_idempotency(k, i).await?
+                {
+                    return Ok(Inserted::Existing(existing));
+                }
+                return Err(Error::internal(format!("operation id {} collided", op.id)));
+            }
+            r => r?,
+        };
+        if let Some(cert) = certificate {
+            self.insert_ledger(&mut tx, op.id.as_str(), cert, now).await?;
+        }
+        for event in events {
+            self.append(&mut tx, event, now).await?;
+        }
+        self.commit(tx).await?;
+        Ok(Inserted::New(OperationRecord {
+            operation: new.operation,
+            state: new.state,
+            digest,
+            verdict: new.verdict,
+            risk: new.risk,
+            updated_at: now,
+            idempotency_key: new.idempotency_key,
+            request_hash: new.request_hash,
+        }))
+    }
+
+    /// The operations row of `new` (canonical bytes, digest, indexed columns), inside
+    /// the caller's transaction; the insert's own result is returned so the caller
+    /// can tell a repeated idempotency key apart. Also used to copy operations in
+    /// bulk for the demo's backlog and the scale benchmark (`demo::copy_operation`).
+    ///
+    /// # Errors
+    /// The operation cannot be encoded (a bug).
+    pub async fn insert_operation_row(
+        conn: &mut AnyConnection,
+        new: &NewOperation,
+        now: Timestamp,
+    ) -> Result<(std::result::Result<sqlx::any::AnyQueryResult, sqlx::Error>, String)> {
         let op = &new.operation;
         let canonical_bytes = canonical::encode(op)?;
         let canonical_text = String::from_utf8(canonical_bytes).map_err(Error::internal)?;
@@ -914,37 +963,9 @@ impl Store {
         .bind(op.created_at.unix())
         .bind(op.expires_at.unix())
         .bind(now.unix())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => {
-                drop(tx);
-                if let (Some(k), Some(i)) = (key_id.as_deref(), new.idempotency_key.as_deref())
-                    && let Some(existing) = self.operation_by_idempotency(k, i).await?
-                {
-                    return Ok(Inserted::Existing(existing));
-                }
-                return Err(Error::internal(format!("operation id {} collided", op.id)));
-            }
-            r => r?,
-        };
-        if let Some(cert) = certificate {
-            self.insert_ledger(&mut tx, op.id.as_str(), cert, now).await?;
-        }
-        for event in events {
-            self.append(&mut tx, event, now).await?;
-        }
-        self.commit(tx).await?;
-        Ok(Inserted::New(OperationRecord {
-            operation: new.operation,
-            state: new.state,
-            digest,
-            verdict: new.verdict,
-            risk: new.risk,
-            updated_at: now,
-            idempotency_key: new.idempotency_key,
-            request_hash: new.request_hash,
-        }))
+        Ok((r, digest))
     }
 
     async fn insert_ledger(
@@ -1234,7 +1255,7 @@ impl Store {
         let mut sql = String::from(concat!(
             "SELECT ",
             op_columns!(),
-            " FROM operations WHERE (created_at < $1 OR (created_at = $1 AND id < $2))"
+            " FROM operations WHERE (created_at, id) < ($1, $2)"
         ));
         let mut next = 3;
         if filter.state.is_some() {
