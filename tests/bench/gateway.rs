@@ -412,7 +412,8 @@ async fn scale(db: Db, name: &str, sizes: &[i64], samples: usize, f: &mut Figure
         f.latency(name, &label("approver inbox (first 200)"), &inbox, json!({"size": size}));
         // Intake reads the key's and the account's withdrawals of the last 30 days
         // (velocity and the risk baseline), and every copy here is within them.
-        let lat = sample(samples.min(10), |_| gw.withdraw(&ed, &eth("0.01"))).await;
+        let small = eth("0.01");
+        let lat = sample(samples.min(10), |_| gw.withdraw(&ed, &small)).await;
         f.latency(name, &label("intake, same key and account"), &lat, json!({"size": size}));
         let (now, peak) = memory_mb();
         f.add(
