@@ -1,6 +1,7 @@
 //! Risk signals: how a withdrawal compares with what its API key normally does.
 //!
-//! The gateway gathers the key's last 30 days and calls [`assess`]; the signals are
+//! The gateway gathers the key's last 30 days (at most its latest
+//! [`BASELINE_SAMPLES`] withdrawals) and calls [`assess`]; the signals are
 //! shown on the approval card and the score (0–100) feeds the policy's
 //! `high_risk` rule. Pure: `now` is a parameter.
 
@@ -15,6 +16,9 @@ use crate::timestamp::Timestamp;
 pub const BASELINE_SECONDS: i64 = 30 * 24 * 3600;
 /// Fewer past withdrawals than this and amount/hour baselines are not trusted.
 pub const MIN_BASELINE: usize = 5;
+/// At most this many of the key's latest withdrawals form its baseline: enough for a
+/// p95, and intake's cost stays flat however busy the key is.
+pub const BASELINE_SAMPLES: usize = 1000;
 
 /// One earlier withdrawal by the same API key.
 #[derive(Debug, Clone, PartialEq, Eq)]

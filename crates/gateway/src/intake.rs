@@ -190,13 +190,19 @@ pub async fn submit(
     };
 
     let longest_window = policy.velocity.iter().map(|v| v.window_seconds).max().unwrap_or(0);
-    let lookback = i64::try_from(longest_window).unwrap_or(i64::MAX).max(BASELINE_SECONDS);
+    let velocity_since = now.minus_seconds(i64::try_from(longest_window).unwrap_or(i64::MAX));
     // From here to the insert, one transaction locked on this key and account: two
     // concurrent requests cannot both spend the same velocity budget.
     let mut tx = state.store.begin_intake(key.id.as_str(), account.as_str()).await?;
     let (recent, history) = state
         .store
-        .recent_withdrawals(&mut tx, key.id.as_str(), account.as_str(), now.minus_seconds(lookback))
+        .recent_withdrawals(
+            &mut tx,
+            key.id.as_str(),
+            account.as_str(),
+            velocity_since,
+            now.minus_seconds(BASELINE_SECONDS),
+        )
         .await?;
     let destination_used_before = state
         .store
