@@ -233,7 +233,8 @@ def desktop():
     print(f"{'launch':<36} {'window ms':>10} {'PIN->inbox':>11} {'RSS MB':>8} {'PSS MB':>8}  inbox")
     for r in d["runs"]:
         inbox = r.get("login_to_inbox_ms")
-        print(f"{r['launch']:<36} {r['window_ready_ms']:>10.0f} {inbox if inbox is None else round(inbox):>11}"
+        inbox = "-" if inbox is None else f"{inbox:.0f}"
+        print(f"{r['launch']:<36} {r['window_ready_ms']:>10.0f} {inbox:>11}"
               f" {r['rss_mb']:>8.0f} {r['pss_mb']:>8.0f}  {r.get('inbox_title', '')}")
     first = d["runs"][0]
     print(f"goal: start <= 2 s: {verdict(first['window_ready_ms'] <= 2000)}"
