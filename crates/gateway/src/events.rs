@@ -128,7 +128,11 @@ type Audiences = HashMap<String, Option<Audience>>;
 const AUDIENCE_CACHE: usize = 4096;
 
 /// The audience of an entry's operation (`None`: not shown to anyone, or unreadable).
+/// Only for the operation events approvers are shown: nothing is read for others.
 async fn audience(state: &AppState, entry: &AuditEntry, known: &mut Audiences) -> Option<Audience> {
+    if !VISIBLE.contains(&entry.event.as_str()) || entry.event == "freeze.on" {
+        return None;
+    }
     let id = entry.operation.as_deref()?;
     if let Some(a) = known.get(id) {
         return a.clone();
@@ -210,21 +214,23 @@ impl Tail {
 
     async fn run(self: Arc<Self>, state: AppState, sender: tokio::sync::broadcast::Sender<Arc<Published>>) {
         let mut commits = state.store.commits();
-        let mut last = match state.store.audit_head().await {
-            Ok(head) => head,
-            Err(e) => {
-                tracing::warn!(error = %e, "event tail: audit head not readable; streams catch up themselves");
-                0
-            }
-        };
+        // Where the log ends when the reader starts; streams catch up to it themselves.
+        let mut last: Option<i64> = None;
         let mut known = Audiences::new();
         loop {
             commits.borrow_and_update(); // before reading: a commit during the read wakes the wait
-            match state.store.audit_after(last, 200).await {
+            let read = match last {
+                None => state.store.audit_head().await.map(|head| {
+                    last = Some(head);
+                    Vec::new()
+                }),
+                Some(after) => state.store.audit_after(after, 200).await,
+            };
+            match read {
                 Ok(batch) => {
                     let full = batch.len() == 200;
                     for entry in batch {
-                        last = i64::try_from(entry.seq).unwrap_or(last);
+                        last = i64::try_from(entry.seq).ok().or(last);
                         let audience = audience(&state, &entry, &mut known).await;
                         // No receivers is not an error here: the check below decides.
                         let _ = sender.send(Arc::new(Published { entry, audience }));
@@ -282,12 +288,24 @@ impl Follow {
             if let Some(entry) = self.queue.pop_front() {
                 return Some(to_event(&entry));
             }
+            if self.since_check >= SESSION_CHECK_EVERY {
+                if !crate::approvers::session_still_valid(&self.state, &self.who).await {
+                    return None;
+                }
+                self.since_check = 0;
+            }
             if self.behind {
                 match self.state.store.audit_after(self.seen, 200).await {
                     Ok(batch) => {
                         self.behind = batch.len() == 200;
                         for entry in batch {
                             self.seen = i64::try_from(entry.seq).unwrap_or(self.seen);
+                            if ENDS_SESSIONS.contains(&entry.event.as_str()) {
+                                // Check the session before anything after this.
+                                self.since_check = SESSION_CHECK_EVERY;
+                                self.behind = true;
+                                break;
+                            }
                             let audience = audience(&self.state, &entry, &mut self.known).await;
                             if shown_to(&entry, audience.as_ref(), &self.who) {
                                 self.queue.push_back(entry);
@@ -300,12 +318,6 @@ impl Follow {
                     }
                 }
                 continue;
-            }
-            if self.since_check >= SESSION_CHECK_EVERY {
-                if !crate::approvers::session_still_valid(&self.state, &self.who).await {
-                    return None;
-                }
-                self.since_check = 0;
             }
             match tokio::time::timeout(Duration::from_secs(1), self.tail.recv()).await {
                 Ok(Ok(published)) => {
