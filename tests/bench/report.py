@@ -261,10 +261,20 @@ def desktop():
     save(fig, "bench-desktop")
 
 
+def build():
+    b = load("bench-build.json")
+    if not b:
+        return
+    print("\n== Build (dev profile, whole workspace) ==")
+    print(f"first build this run {b['first_s']} s (cold only on a fresh target/); after touching the gateway"
+          f" {b['after_gateway_edit_s']} s; after touching core {b['after_core_edit_s']} s; target/ {b['target_mb']} MB")
+
+
 def main():
     verification()
     gateway()
     desktop()
+    build()
 
 
 if __name__ == "__main__":
