@@ -728,18 +728,6 @@ pub async fn live_events_reach_every_stream_and_follow_other_instances(db: Db) {
         );
     }
 
-    // A second instance commits: no local commit wakes this one, its reader finds it.
-    let other = countersign_gateway::AppState::open(
-        (*gw.state.config).clone(),
-        std::sync::Arc::new(gw.clock.clone()),
-    )
-    .await
-    .unwrap();
-    other.store.freeze("host", "drill on the other instance", gw.now()).await.unwrap();
-    for s in &mut streams {
-        assert_eq!(read_events(s, 1).await[0].1, "freeze.on");
-    }
-
     // Revoked: alice's streams end at once (the revocation makes every stream check
     // its session); carol's goes on.
     let alice_id = "alice".parse().unwrap();
@@ -754,6 +742,16 @@ pub async fn live_events_reach_every_stream_and_follow_other_instances(db: Db) {
     let second = gw.withdraw(&key, &eth("6")).await.op_id();
     let got = read_events(&mut streams[2], 1).await;
     assert_eq!(got[0].2["operation"].as_str(), Some(second.as_str()));
+
+    // A second instance commits: no local commit wakes this one, its reader finds it.
+    let other = countersign_gateway::AppState::open(
+        (*gw.state.config).clone(),
+        std::sync::Arc::new(gw.clock.clone()),
+    )
+    .await
+    .unwrap();
+    other.store.freeze("host", "drill on the other instance", gw.now()).await.unwrap();
+    assert_eq!(read_events(&mut streams[2], 1).await[0].1, "freeze.on");
 }
 
 /// Break glass: one approver's key touch freezes every API key at once.
