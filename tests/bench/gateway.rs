@@ -448,7 +448,7 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (secs, rounds) = if quick { (2.0, 30) } else { (10.0, 200) };
     // Fewer rounds than the per-key pending cap (20): each round leaves one pending.
-    let (approvers, fan_rounds) = if quick { (500, 5) } else { (500, 15) };
+    let (approvers, fan_rounds) = if quick { (100, 5) } else { (500, 15) };
     let sizes: &[i64] = if quick { &[10_000, 100_000] } else { &[10_000, 100_000, 1_000_000] };
     let samples = if quick { 50 } else { 200 };
     let mut f = Figures { rows: Vec::new() };
