@@ -200,27 +200,6 @@ impl Bot {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_traffic_is_mostly_small_with_some_large_and_new_addresses() {
-        let orders: Vec<_> = (0..45).map(Bot::order).collect();
-        let large = orders
-            .iter()
-            .filter(|(asset, amount, _)| {
-                let v: f64 = amount.parse().unwrap();
-                if *asset == "USDC" { v >= 10_000.0 } else { v * 3000.0 >= 10_000.0 }
-            })
-            .count();
-        let new = orders.iter().filter(|(_, _, to)| !KNOWN.iter().any(|(_, k)| k == to)).count();
-        assert_eq!(large, 9, "every fifth order needs two traders");
-        assert_eq!(new, 6, "every seventh goes to a new address");
-        assert!(orders.iter().all(|(_, _, to)| to.len() == 42 && to.starts_with("0x")));
-    }
-}
-
 /// Copy a stored operation `count` times, for volume: the demo's backlog
 /// (`COUNTERSIGN_DEMO_BACKLOG`) and the scale benchmark (`tests/bench/gateway.rs`).
 /// Copy `i` (for `i` in `first..first + count`) is the template with the id
@@ -266,4 +245,25 @@ pub async fn copy_operation(
     }
     tx.commit().await?;
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_traffic_is_mostly_small_with_some_large_and_new_addresses() {
+        let orders: Vec<_> = (0..45).map(Bot::order).collect();
+        let large = orders
+            .iter()
+            .filter(|(asset, amount, _)| {
+                let v: f64 = amount.parse().unwrap();
+                if *asset == "USDC" { v >= 10_000.0 } else { v * 3000.0 >= 10_000.0 }
+            })
+            .count();
+        let new = orders.iter().filter(|(_, _, to)| !KNOWN.iter().any(|(_, k)| k == to)).count();
+        assert_eq!(large, 9, "every fifth order needs two traders");
+        assert_eq!(new, 6, "every seventh goes to a new address");
+        assert!(orders.iter().all(|(_, _, to)| to.len() == 42 && to.starts_with("0x")));
+    }
 }
