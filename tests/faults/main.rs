@@ -768,7 +768,7 @@ async fn main() -> std::process::ExitCode {
             "--algorithm",
             "ed25519",
             "--public-key",
-            &pk,
+            &pk, // base64url: may begin with '-' (the CLI accepts that)
             "--scope",
             "withdraw,read",
             "--allow-ip",

@@ -166,8 +166,9 @@ enum AdminCommand {
         /// What it is for ("market maker 2, Frankfurt").
         #[arg(long)]
         label: String,
-        /// Ed25519 public key, base64url without padding (32 bytes).
-        #[arg(long)]
+        /// Ed25519 public key, base64url without padding (32 bytes). It may begin
+        /// with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         public_key: String,
         /// Scopes: read, withdraw (repeat or comma-separate).
         #[arg(long, value_delimiter = ',', required = true)]

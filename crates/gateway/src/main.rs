@@ -136,8 +136,8 @@ enum ApiKeyCommand {
         /// How it signs.
         #[arg(long, value_enum)]
         algorithm: Algorithm,
-        /// Ed25519 public key, base64url (32 bytes).
-        #[arg(long)]
+        /// Ed25519 public key, base64url (32 bytes). It may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         public_key: Option<String>,
         /// Scopes: read, withdraw (repeat or comma-separate).
         #[arg(long, value_delimiter = ',', required = true)]
