@@ -241,7 +241,9 @@ pub async fn copy_operation(
             idempotency_key: Some(format!("copy-{prefix}{i}")),
             request_hash: record.request_hash.clone(),
         };
-        crate::store::Store::insert_operation_row(&mut tx, &new, now).await?.0?;
+        crate::store::Store::insert_operation_row(&mut tx, &new, now)
+            .await?
+            .ok_or_else(|| Error::conflict("operation.exists", format!("{prefix}{i} is already stored")))?;
     }
     tx.commit().await?;
     Ok(u64::try_from(count).unwrap_or(0))

@@ -276,7 +276,8 @@ struct Follow {
     seen: i64,
     /// Read the log itself before taking from the tail.
     behind: bool,
-    queue: std::collections::VecDeque<AuditEntry>,
+    /// Events ready to send.
+    queue: std::collections::VecDeque<Event>,
     known: Audiences,
     since_check: u32,
 }
@@ -285,8 +286,8 @@ impl Follow {
     /// The next event to send; `None` ends the stream (session no longer valid).
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(entry) = self.queue.pop_front() {
-                return Some(to_event(&entry));
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
             }
             if self.since_check >= SESSION_CHECK_EVERY {
                 if !crate::approvers::session_still_valid(&self.state, &self.who).await {
@@ -308,7 +309,7 @@ impl Follow {
                             }
                             let audience = audience(&self.state, &entry, &mut self.known).await;
                             if shown_to(&entry, audience.as_ref(), &self.who) {
-                                self.queue.push_back(entry);
+                                self.queue.push_back(to_event(&entry));
                             }
                         }
                     }
@@ -335,7 +336,7 @@ impl Follow {
                         self.since_check = SESSION_CHECK_EVERY;
                     }
                     if shown_to(&published.entry, published.audience.as_ref(), &self.who) {
-                        self.queue.push_back(published.entry.clone());
+                        self.queue.push_back(to_event(&published.entry));
                     }
                 }
                 Ok(Err(RecvError::Lagged(_))) => self.behind = true,

@@ -878,23 +878,19 @@ impl Store {
         certificate: Option<&Value>,
         now: Timestamp,
     ) -> Result<Inserted> {
-        let (r, digest) = Self::insert_operation_row(&mut tx, &new, now).await?;
         let op = &new.operation;
-        match r {
-            Err(e) if is_unique_violation(&e) => {
-                drop(tx);
-                let key_id = match &op.initiator {
-                    countersign_core::Initiator::ApiKey { key_id, .. } => Some(key_id.as_str()),
-                    countersign_core::Initiator::Approver { .. } => None,
-                };
-                if let (Some(k), Some(i)) = (key_id, new.idempotency_key.as_deref())
-                    && let Some(existing) = self.operation_by_idempotency(k, i).await?
-                {
-                    return Ok(Inserted::Existing(existing));
-                }
-                return Err(Error::internal(format!("operation id {} collided", op.id)));
+        let Some(digest) = Self::insert_operation_row(&mut tx, &new, now).await? else {
+            drop(tx);
+            let key_id = match &op.initiator {
+                countersign_core::Initiator::ApiKey { key_id, .. } => Some(key_id.as_str()),
+                countersign_core::Initiator::Approver { .. } => None,
+            };
+            if let (Some(k), Some(i)) = (key_id, new.idempotency_key.as_deref())
+                && let Some(existing) = self.operation_by_idempotency(k, i).await?
+            {
+                return Ok(Inserted::Existing(existing));
             }
-            r => r?,
+            return Err(Error::internal(format!("operation id {} collided", op.id)));
         };
         if let Some(cert) = certificate {
             self.insert_ledger(&mut tx, op.id.as_str(), cert, now).await?;
@@ -916,17 +912,17 @@ impl Store {
     }
 
     /// The operations row of `new` (canonical bytes, digest, indexed columns), inside
-    /// the caller's transaction; the insert's own result is returned so the caller
-    /// can tell a repeated idempotency key apart. Also used to copy operations in
-    /// bulk for the demo's backlog and the scale benchmark (`demo::copy_operation`).
+    /// the caller's transaction: its digest (hex), or `None` when the id or the key's
+    /// idempotency key is already stored. Also used to copy operations in bulk for
+    /// the demo's backlog and the scale benchmark (`demo::copy_operation`).
     ///
     /// # Errors
-    /// The operation cannot be encoded (a bug).
+    /// Database errors; the operation cannot be encoded (a bug).
     pub async fn insert_operation_row(
         conn: &mut AnyConnection,
         new: &NewOperation,
         now: Timestamp,
-    ) -> Result<(std::result::Result<sqlx::any::AnyQueryResult, sqlx::Error>, String)> {
+    ) -> Result<Option<String>> {
         let op = &new.operation;
         let canonical_bytes = canonical::encode(op)?;
         let canonical_text = String::from_utf8(canonical_bytes).map_err(Error::internal)?;
@@ -965,7 +961,10 @@ impl Store {
         .bind(now.unix())
         .execute(&mut *conn)
         .await;
-        Ok((r, digest))
+        match r {
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            r => r.map(|_| Some(digest)).map_err(Error::from),
+        }
     }
 
     async fn insert_ledger(
