@@ -122,7 +122,8 @@ def _one_spelling(value):
 
 def main():
     failures = 0
-    files = sorted(p for p in HERE.glob("*.json") if p.name not in ("decode-errors.json", "certificate.json", "piv.json"))
+    files = sorted(p for p in HERE.glob("*.json")
+                   if p.name not in ("decode-errors.json", "certificate.json", "piv.json", "reason.json"))
     for path in files:
         v = json.loads(path.read_text(encoding="utf-8"))
         canonical = jcs(v["operation"])
@@ -158,6 +159,21 @@ def main():
         passed += ok
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} piv.json: {case['decision']}")
+    # A decision's reason, signed by its hash in a version 2 binding (protocol.md §6).
+    reason = json.loads((HERE / "reason.json").read_text(encoding="utf-8"))
+    for case in reason["cases"]:
+        text = bytes.fromhex(case["reason_utf8_hex"])
+        ok = b64url(hashlib.sha256(reason["domain"].encode() + b"\0" + text).digest()) == case["reason_hash"]
+        passed += ok
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} reason.json: {text.decode('utf-8')!r}")
+    eth = json.loads((HERE / reason["operation_vector"]).read_text(encoding="utf-8"))
+    want = {"v": 2, "op": eth["operation"]["id"], "digest": eth["digest_base64url"], "decision": "reject",
+            "reason": b64url(hashlib.sha256(reason["domain"].encode() + b"\0" + reason["reason"].encode()).digest())}
+    ok = reason["binding_reject_with_reason"] == want
+    passed += ok
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} reason.json: version 2 binding with its reason")
     # Each published bad input: steps 1-4 must give its error, or, for errors of
     # step 5 (schema and policy), must let it through to the schema check.
     errors = json.loads((HERE / "decode-errors.json").read_text(encoding="utf-8"))

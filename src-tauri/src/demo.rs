@@ -97,7 +97,12 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
         }
     });
     Ok(Setup {
-        profile: Profile { gateway: gw.base.clone(), pin: None, approver: "alice".into() },
+        profile: Profile {
+            gateway: gw.base.clone(),
+            pin: None,
+            approver: "alice".into(),
+            relying_party: Some(client.relying_party().await.map_err(fail)?.clone()),
+        },
         key: alice,
         pin: PIN.into(),
     })

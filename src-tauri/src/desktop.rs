@@ -94,7 +94,7 @@ impl Desktop {
     ) -> Result<Desktop, AppError> {
         let enrolled = match profile {
             Some(p) => {
-                let client = Client::new(&p.gateway, p.pin.as_deref())?;
+                let client = p.client()?;
                 Some((p, client))
             }
             None => None,
@@ -125,8 +125,12 @@ impl Desktop {
         let link = countersign_client::EnrollmentLink::parse(link)?;
         let client = Client::for_link(&link)?;
         let enrolled = client.enroll(&link.code, label, self.key().await?, &self.ceremony()).await?;
-        let profile =
-            Profile { gateway: link.gateway.clone(), pin: link.pin.clone(), approver: enrolled.approver };
+        let profile = Profile {
+            gateway: link.gateway.clone(),
+            pin: link.pin.clone(),
+            approver: enrolled.approver,
+            relying_party: Some(client.relying_party().await?.clone()),
+        };
         if let Some(dir) = &self.profile_dir {
             profile.save(dir).map_err(|e| app_error("desktop.profile", e))?;
         }

@@ -151,7 +151,7 @@ async fn fixed_rate(
 }
 
 async fn run(db: Db, name: &str, secs: f64, rounds: usize, f: &mut Figures) {
-    let gw = Arc::new(Gateway::start_tls_with(db, bench_policy()).await);
+    let gw = Arc::new(Gateway::start_tls_for_load(db, bench_policy()).await);
     let ed =
         Arc::new(gw.api_key("key_ed", KeySpec { allow: vec!["127.0.0.0/8"], ..KeySpec::default() }).await);
     let hm = Arc::new(
@@ -229,7 +229,7 @@ async fn run(db: Db, name: &str, secs: f64, rounds: usize, f: &mut Figures) {
 /// limit applies per person), each following the event stream on its own
 /// connection; latency from intake's answer to each stream's delivery.
 async fn fanout(db: Db, name: &str, approvers: usize, rounds: usize, f: &mut Figures) {
-    let gw = Arc::new(Gateway::start_tls_with(db, bench_policy()).await);
+    let gw = Arc::new(Gateway::start_tls_for_load(db, bench_policy()).await);
     let ed = gw.api_key("key_ed", KeySpec::default()).await;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(approvers);
@@ -331,7 +331,7 @@ where
 
 /// Listing and reading with a growing store: one row per size.
 async fn scale(db: Db, name: &str, sizes: &[i64], samples: usize, f: &mut Figures) {
-    let gw = Arc::new(Gateway::start_tls_with(db, bench_policy()).await);
+    let gw = Arc::new(Gateway::start_tls_for_load(db, bench_policy()).await);
     let ed = gw.api_key("key_ed", KeySpec::default()).await;
     let released = gw.withdraw(&ed, &eth("0.01")).await;
     assert_eq!(released.state(), "released", "{released:?}");
@@ -430,7 +430,7 @@ async fn scale(db: Db, name: &str, sizes: &[i64], samples: usize, f: &mut Figure
 /// For a profiler (`scripts/bench --profile`, under callgrind): SQLite, one client,
 /// `n` Ed25519-signed withdrawals one after another, released at intake.
 async fn profile_intake(n: usize) {
-    let gw = Gateway::start_tls_with(Db::Sqlite, bench_policy()).await;
+    let gw = Gateway::start_tls_for_load(Db::Sqlite, bench_policy()).await;
     let ed = gw.api_key("key_ed", KeySpec::default()).await;
     for _ in 0..n {
         let r = gw.withdraw(&ed, &eth("0.01")).await;

@@ -406,7 +406,8 @@ fn policy_without_velocity() -> countersign_core::policy::Policy {
 
 fn write_config(dir: &Path, database: Option<&str>, webhook: &str) -> PathBuf {
     let config = format!(
-        "data_dir = {dir:?}\nsweep_interval_seconds = 1\ncheckpoint_every = 50\n{db}\
+        "data_dir = {dir:?}\nsweep_interval_seconds = 1\ncheckpoint_every = 50\n\
+         ceremonies_per_minute_per_source = 100000\nceremonies_per_minute_per_person = 100000\n{db}\
          [tls]\nnames = [\"localhost\", \"127.0.0.1\"]\n\
          [webauthn]\nrp_id = \"localhost\"\norigin = \"https://localhost\"\nattestation_presets = [\"development\"]\n\
          [settlement]\nwebhook_url = {webhook:?}\ntimeout_seconds = 2\n{ASSETS_TOML}\n{}",

@@ -218,7 +218,11 @@ impl From<Error> for Failure {
         let code = match &e {
             Error::Gateway { .. } => 2,
             Error::Key(_) => 3,
-            Error::PinMismatch { .. } | Error::Insecure(_) | Error::Unreachable(_) | Error::Timeout => 4,
+            Error::PinMismatch { .. }
+            | Error::RelyingPartyChanged { .. }
+            | Error::Insecure(_)
+            | Error::Unreachable(_)
+            | Error::Timeout => 4,
             Error::Tampered(_) => 5,
             Error::Protocol(_) | Error::Link(_) => 1,
         };
@@ -256,7 +260,7 @@ impl Ctx {
 
     fn client(&self) -> Result<(Profile, Client), Failure> {
         let profile = Profile::load(&self.dir).map_err(local)?;
-        let client = Client::new(&profile.gateway, profile.pin.as_deref())?;
+        let client = profile.client()?;
         Ok((profile, client))
     }
 
@@ -322,6 +326,7 @@ async fn run(cli: Cli) -> Outcome {
                 gateway: link.gateway.clone(),
                 pin: link.pin.clone(),
                 approver: enrolled.approver.clone(),
+                relying_party: Some(client.relying_party().await?.clone()),
             };
             profile.save(&ctx.dir).map_err(local)?;
             let next = if enrolled.status == "active" {

@@ -49,6 +49,16 @@ pub struct Info {
     pub tls_pin: Option<String>,
 }
 
+/// The WebAuthn relying party a client signs for: pinned in the profile at
+/// enrollment (with the TLS key), never taken from the gateway afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct RelyingParty {
+    /// The relying party id (the key computes rpIdHash from it).
+    pub rp_id: String,
+    /// The origin written into clientDataJSON.
+    pub origin: String,
+}
+
 /// A registered key.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Enrolled {
@@ -76,8 +86,9 @@ pub struct DecisionChallenge {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(crate) transport: Transport,
-    /// The origin the gateway expects in clientDataJSON, asked once.
-    origin: Arc<tokio::sync::OnceCell<String>>,
+    /// The relying party signed for: pinned from the profile, or (enrollment only)
+    /// asked of the gateway once, over the pinned connection.
+    relying_party: Arc<tokio::sync::OnceCell<RelyingParty>>,
 }
 
 /// The gateway's error from a non-2xx response.
@@ -107,7 +118,15 @@ impl Client {
     /// # Errors
     /// [`Error::Insecure`] for any other combination.
     pub fn new(base: &str, pin: Option<&str>) -> Result<Client> {
-        Ok(Client { transport: Transport::new(base, pin)?, origin: Arc::default() })
+        Ok(Client { transport: Transport::new(base, pin)?, relying_party: Arc::default() })
+    }
+
+    /// Pin the relying party (from the profile): every ceremony whose options name
+    /// another rp id is refused before the key is asked to sign
+    /// ([`Error::RelyingPartyChanged`]), and clientDataJSON carries this origin.
+    #[must_use]
+    pub fn with_relying_party(self, relying_party: RelyingParty) -> Client {
+        Client { relying_party: Arc::new(tokio::sync::OnceCell::new_with(Some(relying_party))), ..self }
     }
 
     /// A client for the gateway an enrollment link names, pinned to its key.
@@ -161,9 +180,30 @@ impl Client {
         decode(self.get("/v1/info", None).await?, "info")
     }
 
-    /// The WebAuthn origin, from `/v1/info` the first time it is needed.
-    async fn origin(&self) -> Result<&str> {
-        self.origin.get_or_try_init(|| async { Ok(self.info().await?.origin) }).await.map(String::as_str)
+    /// The relying party this client signs for: the pinned one, else (at
+    /// enrollment) the gateway's `/v1/info`, asked once. Save it in the profile.
+    ///
+    /// # Errors
+    /// Transport and gateway errors.
+    pub async fn relying_party(&self) -> Result<&RelyingParty> {
+        self.relying_party
+            .get_or_try_init(|| async {
+                let info = self.info().await?;
+                Ok(RelyingParty { rp_id: info.rp_id, origin: info.origin })
+            })
+            .await
+    }
+
+    /// The origin to sign, after checking that the ceremony is for the pinned rp id.
+    async fn origin_for(&self, asked_rp_id: &str) -> Result<&str> {
+        let rp = self.relying_party().await?;
+        if rp.rp_id != asked_rp_id {
+            return Err(Error::RelyingPartyChanged {
+                pinned: rp.rp_id.clone(),
+                asked: asked_rp_id.to_owned(),
+            });
+        }
+        Ok(&rp.origin)
     }
 
     /// Enroll a key with a single-use code: the gateway's options, `makeCredential`
@@ -178,9 +218,9 @@ impl Client {
         token: T,
         ceremony: &Ceremony,
     ) -> Result<Enrolled> {
-        let origin = self.origin().await?;
         let start = self.post("/v1/enroll/start", None, json!({ "code": code })).await?;
         let options: CreationChallengeResponse = decode(start["options"].clone(), "enrollment options")?;
+        let origin = self.origin_for(&options.public_key.rp.id).await?;
         let credential = countersign_keys::register(token, ceremony, options.public_key, origin).await?;
         let done = self
             .post(
@@ -198,8 +238,8 @@ impl Client {
         token: T,
         ceremony: &Ceremony,
     ) -> Result<webauthn_rs_proto::PublicKeyCredential> {
-        let origin = self.origin().await?;
         let options: RequestChallengeResponse = decode(start["options"].clone(), "assertion options")?;
+        let origin = self.origin_for(&options.public_key.rp_id).await?;
         Ok(countersign_keys::sign_standard(token, ceremony, options.public_key, origin).await?)
     }
 
@@ -291,9 +331,10 @@ impl Client {
         token: T,
         ceremony: &Ceremony,
     ) -> Result<Value> {
-        let origin = self.origin().await?;
         let options = challenge.options.public_key;
-        let cdj = challenge.operation.client_data_json(&options.challenge, origin, challenge.decision)?;
+        let origin = self.origin_for(&options.rp_id).await?;
+        let cdj =
+            challenge.operation.client_data_json(&options.challenge, origin, challenge.decision, reason)?;
         let credential = countersign_keys::sign(token, ceremony, options, cdj).await?;
         let path = format!("/v1/operations/{}/decisions", challenge.operation.operation.id);
         self.post(

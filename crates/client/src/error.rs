@@ -35,6 +35,13 @@ pub enum Error {
     /// The security key failed.
     #[error(transparent)]
     Key(#[from] countersign_keys::Error),
+    /// The gateway asked for a signature for another relying party than the one
+    /// pinned at enrollment. Nothing was signed.
+    #[error(
+        "the gateway asked for a signature for relying party {asked}, but this profile is pinned to {pinned}: \
+         refused, nothing was signed"
+    )]
+    RelyingPartyChanged { pinned: String, asked: String },
     /// An enrollment link is malformed.
     #[error("enrollment link: {0}")]
     Link(String),
@@ -53,6 +60,7 @@ impl Error {
             Error::Tampered(_) => "client.tampered",
             Error::Protocol(_) => "client.protocol",
             Error::Key(e) => e.code(),
+            Error::RelyingPartyChanged { .. } => "client.rp_changed",
             Error::Link(_) => "client.link",
         }
     }

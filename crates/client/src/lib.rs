@@ -23,7 +23,7 @@ mod operation;
 pub mod profile;
 mod transport;
 
-pub use api::{Client, DecisionChallenge, Enrolled, Info, Session};
+pub use api::{Client, DecisionChallenge, Enrolled, Info, RelyingParty, Session};
 pub use error::{Error, Result};
 pub use events::{Event, Update};
 pub use link::EnrollmentLink;

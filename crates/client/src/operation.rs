@@ -74,13 +74,21 @@ impl VerifiedOperation {
         })
     }
 
-    /// The clientDataJSON the key signs for `decision`: the standard members and the
-    /// `countersign` member binding this operation's digest.
+    /// The clientDataJSON the key signs for `decision` with `reason`: the standard
+    /// members and the `countersign` member (version 2) binding this operation's
+    /// digest, the decision and the reason's hash, so nobody can change the reason
+    /// after the touch.
     ///
     /// # Errors
     /// Only if the binding cannot be built (an operation that does not encode).
-    pub fn client_data_json(&self, challenge: &[u8], origin: &str, decision: Decision) -> Result<Vec<u8>> {
-        let binding = countersign_core::ApprovalBinding::new(&self.operation, decision)
+    pub fn client_data_json(
+        &self,
+        challenge: &[u8],
+        origin: &str,
+        decision: Decision,
+        reason: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let binding = countersign_core::ApprovalBinding::with_reason(&self.operation, decision, reason)
             .map_err(|e| Error::Tampered(e.to_string()))?;
         let challenge = data_encoding::BASE64URL_NOPAD.encode(challenge);
         countersign_core::binding::client_data_json(&challenge, origin, &binding)

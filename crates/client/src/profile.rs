@@ -14,6 +14,25 @@ pub struct Profile {
     pub pin: Option<String>,
     /// Who you are at this gateway.
     pub approver: String,
+    /// The WebAuthn relying party pinned at enrollment: a gateway that later asks
+    /// for signatures for another is refused. Absent in profiles written before it
+    /// was pinned (then the gateway's is used; enroll again to pin it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relying_party: Option<crate::RelyingParty>,
+}
+
+impl Profile {
+    /// A client for this profile's gateway, pinned to its TLS key and relying party.
+    ///
+    /// # Errors
+    /// As [`crate::Client::new`].
+    pub fn client(&self) -> crate::Result<crate::Client> {
+        let client = crate::Client::new(&self.gateway, self.pin.as_deref())?;
+        Ok(match &self.relying_party {
+            Some(rp) => client.with_relying_party(rp.clone()),
+            None => client,
+        })
+    }
 }
 
 /// The profile directory: `--profile-dir`, else `$COUNTERSIGN_HOME`, else

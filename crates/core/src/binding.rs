@@ -11,6 +11,12 @@
 //!
 //! The client computes `digest` itself from the canonical operation it displays; the
 //! gateway refuses a binding that does not match the stored operation and decision.
+//!
+//! Version 2 also signs what the person wrote with the decision (a rejection's
+//! reason, an approval's comment), so nobody can change it after the touch:
+//! `"countersign":{"v":2,"op":…,"digest":…,"decision":"reject","reason":"<base64url>"}`
+//! where `reason` is [`reason_hash`] of the text (of `""` for none). Version 1 signs
+//! no text: a decision sent with it carries no reason.
 
 use std::fmt;
 
@@ -24,8 +30,26 @@ use crate::operation::Operation;
 /// The name of the clientDataJSON member.
 pub const MEMBER_NAME: &str = "countersign";
 
-/// The binding format version.
+/// The binding format version without a signed reason.
 pub const BINDING_VERSION: u64 = 1;
+
+/// The binding format version that also signs the decision's reason.
+pub const BINDING_VERSION_REASON: u64 = 2;
+
+/// The domain of [`reason_hash`].
+pub const REASON_DOMAIN: &str = "countersign:reason:v1";
+
+/// `base64url(SHA-256("countersign:reason:v1" || 0x00 || UTF-8 text))`: what a
+/// version 2 binding signs for the reason.
+#[must_use]
+pub fn reason_hash(reason: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(REASON_DOMAIN.as_bytes());
+    h.update([0]);
+    h.update(reason.as_bytes());
+    data_encoding::BASE64URL_NOPAD.encode(&h.finalize())
+}
 
 /// What an approver decides about an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,7 +74,7 @@ impl fmt::Display for Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalBinding {
-    /// Always [`BINDING_VERSION`].
+    /// [`BINDING_VERSION`], or [`BINDING_VERSION_REASON`] with `reason`.
     pub v: u64,
     /// The operation id.
     pub op: String,
@@ -58,6 +82,9 @@ pub struct ApprovalBinding {
     pub digest: String,
     /// The decision.
     pub decision: Decision,
+    /// Version 2: [`reason_hash`] of the reason sent with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ApprovalBinding {
@@ -71,7 +98,35 @@ impl ApprovalBinding {
             op: op.id.as_str().to_owned(),
             digest: Digest::of(op)?.to_base64url(),
             decision,
+            reason: None,
         })
+    }
+
+    /// The version 2 binding: deciding `op` with `reason` (the text is signed by its
+    /// hash; `None` signs that there is none).
+    ///
+    /// # Errors
+    /// As [`crate::canonical::encode`].
+    pub fn with_reason(op: &Operation, decision: Decision, reason: Option<&str>) -> Result<Self> {
+        Ok(ApprovalBinding {
+            v: BINDING_VERSION_REASON,
+            reason: Some(reason_hash(reason.unwrap_or(""))),
+            ..Self::new(op, decision)?
+        })
+    }
+
+    /// Require the reason sent with the decision to be the one signed: for version
+    /// 2, its hash; for version 1 (which signs none), no reason at all.
+    ///
+    /// # Errors
+    /// [`Error::BindingReasonMismatch`].
+    pub fn check_reason(&self, reason: Option<&str>) -> Result<()> {
+        let signed = match (self.v, &self.reason) {
+            (BINDING_VERSION_REASON, Some(hash)) => *hash == reason_hash(reason.unwrap_or("")),
+            (_, None) => reason.is_none_or(str::is_empty),
+            _ => false,
+        };
+        if signed { Ok(()) } else { Err(Error::BindingReasonMismatch) }
     }
 
     /// Extract the binding from raw clientDataJSON bytes (strictly parsed: duplicate
@@ -101,8 +156,9 @@ impl ApprovalBinding {
     /// [`Error::BindingDigestMismatch`] or [`Error::BindingDecisionMismatch`],
     /// checked in that order.
     pub fn check(&self, op: &Operation, decision: Decision) -> Result<()> {
-        if self.v != BINDING_VERSION {
-            return Err(Error::BindingVersion(self.v));
+        match (self.v, &self.reason) {
+            (BINDING_VERSION, None) | (BINDING_VERSION_REASON, Some(_)) => {}
+            _ => return Err(Error::BindingVersion(self.v)),
         }
         if self.op != op.id.as_str() {
             return Err(Error::BindingOperationMismatch { expected: op.id.clone(), found: self.op.clone() });

@@ -58,7 +58,7 @@ pub enum Error {
     /// clientDataJSON has no `countersign` member, or it is not an object of the right shape.
     #[error("clientDataJSON lacks a well-formed \"countersign\" member: {0}")]
     BindingMissing(String),
-    /// The binding's `v` is not 1.
+    /// The binding's `v` is not 1 or 2 (or its members do not fit its version).
     #[error("unsupported approval binding version {0}")]
     BindingVersion(u64),
     /// The binding names another operation than the one being decided.
@@ -80,6 +80,11 @@ pub enum Error {
         /// What the signed binding says.
         found: crate::binding::Decision,
     },
+
+    /// The reason (or comment) sent with a decision is not the one the key signed
+    /// (binding v2), or a reason came with a binding that signs none (v1).
+    #[error("the decision's reason is not the one the key signed")]
+    BindingReasonMismatch,
 
     // ---- policy ---------------------------------------------------------------------------
     /// A policy document is inconsistent (e.g. a quorum that needs zero people).
@@ -108,6 +113,7 @@ impl Error {
             Self::BindingOperationMismatch { .. } => "binding.operation_mismatch",
             Self::BindingDigestMismatch => "binding.digest_mismatch",
             Self::BindingDecisionMismatch { .. } => "binding.decision_mismatch",
+            Self::BindingReasonMismatch => "binding.reason_mismatch",
             Self::InvalidPolicy(_) => "policy.invalid",
         }
     }

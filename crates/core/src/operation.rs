@@ -344,7 +344,10 @@ fn is_invisible_format(c: char) -> bool {
 
 /// Free text shown to people: at most [`MAX_TEXT_LEN`] characters, no control or
 /// invisible formatting characters.
-pub(crate) fn check_text(field: &str, s: &str) -> Result<()> {
+///
+/// # Errors
+/// [`Error::InvalidOperation`] naming `field`.
+pub fn check_text(field: &str, s: &str) -> Result<()> {
     if s.chars().count() > MAX_TEXT_LEN || s.chars().any(|c| c.is_control() || is_invisible_format(c)) {
         return Err(Error::InvalidOperation(format!(
             "{field}: at most {MAX_TEXT_LEN} characters, no control or invisible formatting characters"

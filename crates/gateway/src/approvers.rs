@@ -83,6 +83,28 @@ fn webauthn_error(code: &'static str, e: &WebauthnError) -> Error {
     err(status, code, message)
 }
 
+/// One code per reason an enrollment's key or attestation is refused.
+fn attestation_error(e: &WebauthnError) -> Error {
+    match e {
+        WebauthnError::AttestationUntrustedAaguid => err(
+            401,
+            "enroll.untrusted_aaguid",
+            "this key model (AAGUID) is not on the gateway's list of accepted keys",
+        ),
+        WebauthnError::AttestationChainNotTrusted(_)
+        | WebauthnError::AttestationTrustFailure
+        | WebauthnError::AttestationCertificateTrustStoreEmpty
+        | WebauthnError::AttestationNotVerifiable => err(
+            401,
+            "enroll.untrusted_attestation",
+            "the key's attestation does not chain to a CA the gateway trusts: not a key model this exchange accepts",
+        ),
+        other => {
+            err(401, "enroll.attestation", format!("the key or its attestation is not accepted: {other:?}"))
+        }
+    }
+}
+
 /// A person who may decide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Approver {
@@ -108,6 +130,10 @@ pub struct Session {
     pub approver: Approver,
     /// With which key they logged in.
     pub credential_id: String,
+    /// The stored hash of the session token (the token itself is never kept).
+    pub token_hash: String,
+    /// When the session ends.
+    pub expires_at: Timestamp,
 }
 
 struct StoredCredential {
@@ -161,6 +187,10 @@ pub async fn issue_enrollment_code(
     issued_by: Option<&ApproverId>,
     now: Timestamp,
 ) -> Result<String> {
+    // Every input is checked before anything is written: a name that the
+    // ApproverEnroll operation would refuse later must not strand a code.
+    countersign_core::operation::check_text("display_name", display_name)
+        .map_err(|e| err(400, "approver.bad_name", e.to_string()))?;
     let existing = approver(state, id).await?;
     if existing.as_ref().is_some_and(|a| a.revoked_at.is_some()) {
         return Err(err(409, "approver.revoked", format!("{id} has been revoked")));
@@ -360,8 +390,23 @@ async fn take_ceremony(state: &AppState, id: &str, purpose: &str, now: Timestamp
 pub async fn enroll_start(
     state: &AppState,
     code: &str,
+    source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<(String, CreationChallengeResponse)> {
+    let result = enroll_start_inner(state, code, source, now).await;
+    if let Err(e) = &result {
+        audit_refused_ceremony(state, "enroll", e, source, now).await?;
+    }
+    result
+}
+
+async fn enroll_start_inner(
+    state: &AppState,
+    code: &str,
+    source: std::net::IpAddr,
+    now: Timestamp,
+) -> Result<(String, CreationChallengeResponse)> {
+    admit_unauthenticated(state, source, None, now).await?;
     let code_hash = hash_secret(code.trim());
     let row =
         sqlx::query("SELECT approver_id, expires_at, used_at FROM enrollment_codes WHERE code_hash = $1")
@@ -423,12 +468,16 @@ pub async fn enroll_finish(
     credential: &RegisterPublicKeyCredential,
     now: Timestamp,
 ) -> Result<(String, &'static str, ApproverId)> {
+    // The label first: a label the ApproverEnroll operation would refuse must not
+    // use up the code (nothing is written, the ceremony is still there).
+    countersign_core::operation::check_text("label", label)
+        .map_err(|e| err(400, "enroll.bad_label", e.to_string()))?;
     let c = take_ceremony(state, ceremony_id, "enroll", now).await?;
     let reg_state: AttestedPasskeyRegistration = serde_json::from_str(&c.state).map_err(Error::internal)?;
-    let passkey =
-        state.webauthn.finish_attested_passkey_registration(credential, &reg_state).map_err(|e| {
-            err(401, "enroll.attestation", format!("the key or its attestation is not accepted: {e:?}"))
-        })?;
+    let passkey = state
+        .webauthn
+        .finish_attested_passkey_registration(credential, &reg_state)
+        .map_err(|e| attestation_error(&e))?;
     let internals: Credential = passkey.clone().into();
     if !internals.user_verified {
         return Err(err(
@@ -602,19 +651,74 @@ async fn assertion_start(
         .map_err(|e| Error::internal(format!("start authentication: {e:?}")))
 }
 
-/// Begin a login.
+/// Admission for a ceremony anyone may start (login, enrollment): the rate limits
+/// per source and per person, then the cap on ceremonies stored at once.
+async fn admit_unauthenticated(
+    state: &AppState,
+    source: std::net::IpAddr,
+    person: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    let c = &state.config;
+    state.ceremony_limits.admit(
+        source,
+        person,
+        c.ceremonies_per_minute_per_source,
+        c.ceremonies_per_minute_per_person,
+        now,
+    )?;
+    let outstanding: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ceremonies WHERE expires_at > $1")
+        .bind(now.unix())
+        .fetch_one(state.store.pool())
+        .await?;
+    if outstanding >= c.max_outstanding_ceremonies {
+        return Err(err(
+            503,
+            "ceremony.busy",
+            "too many logins and enrollments are waiting to be answered; retry shortly",
+        ));
+    }
+    Ok(())
+}
+
+/// Begin a login. Who exists is not revealed: a person who is unknown, revoked or
+/// without an active key gets a decoy challenge ([`crate::decoy`]), answered by a
+/// refusal at `login/finish` like any wrong key.
 ///
 /// # Errors
-/// `approver.unknown`, `approver.revoked`, `approver.no_active_key`.
+/// `ceremony.rate_limited`, `ceremony.busy`; store errors.
 pub async fn login_start(
     state: &AppState,
     id: &ApproverId,
+    source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<(String, RequestChallengeResponse)> {
-    let person =
-        approver(state, id).await?.ok_or_else(|| err(401, "approver.unknown", "no such approver"))?;
-    let (options, auth_state) = assertion_start(state, &person).await?;
-    let cid = save_ceremony(state, "login", id, (None, None, None, None), &auth_state, now).await?;
+    admit_unauthenticated(state, source, Some(id.as_str()), now).await?;
+    let person = approver(state, id).await?;
+    let real = match &person {
+        Some(p) => match assertion_start(state, p).await {
+            Ok(started) => Some(started),
+            Err(e) if matches!(e.code, "approver.revoked" | "approver.no_active_key") => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let (options, cid) = match real {
+        Some((options, auth_state)) => {
+            let cid = save_ceremony(state, "login", id, (None, None, None, None), &auth_state, now).await?;
+            (options, cid)
+        }
+        None => {
+            let len: Option<String> =
+                sqlx::query_scalar("SELECT id FROM credentials WHERE status = 'active' ORDER BY id LIMIT 1")
+                    .fetch_optional(state.store.pool())
+                    .await?;
+            let len = len.and_then(|c| BASE64URL_NOPAD.decode(c.as_bytes()).ok()).map(|b| b.len());
+            let (options, decoy) = crate::decoy::start(state, id.as_str(), len)?;
+            let cid = save_ceremony(state, "login", id, (None, None, None, None), &decoy, now).await?;
+            (options, cid)
+        }
+    };
     Ok((cid, options))
 }
 
@@ -689,9 +793,49 @@ pub async fn login_finish(
     state: &AppState,
     ceremony_id: &str,
     response: &PublicKeyCredential,
+    source: std::net::IpAddr,
+    now: Timestamp,
+) -> Result<(String, Timestamp)> {
+    let result = login_finish_inner(state, ceremony_id, response, now).await;
+    if let Err(e) = &result {
+        audit_refused_ceremony(state, "login", e, source, now).await?;
+    }
+    result
+}
+
+/// A refused ceremony in the audit chain, at most once a minute per source and
+/// code (every refusal is still answered and counted in `/metrics`).
+async fn audit_refused_ceremony(
+    state: &AppState,
+    purpose: &str,
+    e: &Error,
+    source: std::net::IpAddr,
+    now: Timestamp,
+) -> Result<()> {
+    if e.status.is_server_error() || e.code == "ceremony.rate_limited" {
+        return Ok(());
+    }
+    let actor = format!("source:{source}");
+    if state.refusals.admit(&actor, e.code, now) {
+        let event = AuditEvent::new(actor, "ceremony.refused")
+            .detail("purpose", purpose)
+            .detail("code", e.code)
+            .detail("source_ip", source.to_string());
+        state.store.audit(&event, now).await?;
+    }
+    Ok(())
+}
+
+async fn login_finish_inner(
+    state: &AppState,
+    ceremony_id: &str,
+    response: &PublicKeyCredential,
     now: Timestamp,
 ) -> Result<(String, Timestamp)> {
     let c = take_ceremony(state, ceremony_id, "login", now).await?;
+    if let Ok(decoy) = serde_json::from_str::<crate::decoy::Decoy>(&c.state) {
+        return Err(crate::decoy::finish(state, &decoy, response));
+    }
     let (cred, _) = assertion_finish(state, &c, response, now).await?;
     let token = BASE64URL_NOPAD.encode(&random_bytes::<32>().map_err(Error::internal)?);
     let ttl = i64::try_from(state.config.webauthn.session_ttl_seconds).unwrap_or(900);
@@ -715,16 +859,21 @@ pub async fn login_finish(
 /// # Errors
 /// `session.invalid` (unknown, expired or revoked), `approver.revoked`.
 pub async fn session(state: &AppState, token: &str, now: Timestamp) -> Result<Session> {
+    session_by_hash(state, &hash_secret(token), now).await
+}
+
+async fn session_by_hash(state: &AppState, token_hash: &str, now: Timestamp) -> Result<Session> {
     let invalid =
         || err(401, "session.invalid", "the session is unknown or has expired; log in with your key");
     let row = sqlx::query(
         "SELECT approver_id, credential_id, expires_at, revoked_at FROM sessions WHERE token_hash = $1",
     )
-    .bind(hash_secret(token))
+    .bind(token_hash)
     .fetch_optional(state.store.pool())
     .await?
     .ok_or_else(invalid)?;
-    if row.try_get::<Option<i64>, _>(3)?.is_some() || now.unix() >= row.try_get::<i64, _>(2)? {
+    let expires_at: i64 = row.try_get(2)?;
+    if row.try_get::<Option<i64>, _>(3)?.is_some() || now.unix() >= expires_at {
         return Err(invalid());
     }
     let id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
@@ -737,7 +886,31 @@ pub async fn session(state: &AppState, token: &str, now: Timestamp) -> Result<Se
     if !credentials_of(state, &id, true).await?.iter().any(|c| c.id == credential_id) {
         return Err(invalid());
     }
-    Ok(Session { approver: person, credential_id })
+    let expires_at = Timestamp::from_unix(expires_at).ok_or_else(|| Error::internal("session expiry"))?;
+    Ok(Session { approver: person, credential_id, token_hash: token_hash.to_owned(), expires_at })
+}
+
+/// Whether a session may still see things (for long-lived streams): not expired,
+/// not revoked, its person and key still active.
+pub async fn session_still_valid(state: &AppState, who: &Session) -> bool {
+    let now = state.clock.now();
+    now < who.expires_at && session_by_hash(state, &who.token_hash, now).await.is_ok()
+}
+
+/// Whether a person may see and act on an operation: they hold the role that
+/// decides it and belong to a group its quorum names (an operation that needed no
+/// quorum, released or denied at once, is shown to everyone with that role).
+#[must_use]
+pub fn may_see(who: &Approver, record: &OperationRecord) -> bool {
+    let role = countersign_core::certificate::deciding_role(&record.operation);
+    if !who.roles.contains(&role) {
+        return false;
+    }
+    let groups: Vec<&str> = record.verdict["quorum"]["groups"]
+        .as_array()
+        .map(|gs| gs.iter().filter_map(|g| g["group"].as_str()).collect())
+        .unwrap_or_default();
+    groups.is_empty() || groups.iter().any(|g| who.groups.iter().any(|mine| mine.as_str() == *g))
 }
 
 /// Begin a decision on an operation: a challenge scoped to (operation, decision,
@@ -816,6 +989,10 @@ pub async fn decision_finish(
     reason: Option<&str>,
     now: Timestamp,
 ) -> Result<DecisionOutcome> {
+    if let Some(r) = reason {
+        countersign_core::operation::check_text("reason", r)
+            .map_err(|e| err(400, "decision.bad_reason", e.to_string()))?;
+    }
     let c = take_ceremony(state, ceremony_id, "decision", now).await?;
     if c.approver != who.approver.id || c.operation.as_deref() != Some(op_id) {
         return Err(err(
@@ -837,23 +1014,37 @@ pub async fn decision_finish(
             "the operation changed since the challenge was issued",
         ));
     }
-    // The signed clientDataJSON must carry exactly this operation and decision.
+    // The signature first: only a real signature by this person's key can put a
+    // refusal in the audit chain (a stolen session alone cannot write evidence).
     let cdj: &[u8] = response.response.client_data_json.as_ref();
-    let bound =
-        ApprovalBinding::from_client_data_json(cdj).and_then(|b| b.check(&record.operation, decision));
+    let (cred, _) = assertion_finish(state, &c, response, now).await?;
+    // The signed clientDataJSON must carry exactly this operation and decision.
+    // ... and, from binding version 2, the reason sent with it.
+    let bound = ApprovalBinding::from_client_data_json(cdj)
+        .and_then(|b| b.check(&record.operation, decision).and_then(|()| b.check_reason(reason)));
     if let Err(e) = bound {
-        // A signature over something else than what the gateway holds: the sign of a
-        // substituted operation on the approver's screen. Always audited.
-        let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.binding_refused")
-            .operation(&record.operation.id, &record.digest)
-            .detail("code", e.code());
-        state.store.audit(&event, now).await?;
+        // This person's key signed something else than what the gateway holds: the
+        // sign of a substituted operation on their screen. Audited, at most once a
+        // minute per person and code (each refusal is still answered and counted).
+        let actor = format!("approver:{}", who.approver.id);
+        if state.refusals.admit(&actor, e.code(), now) {
+            let event = AuditEvent::new(actor, "decision.binding_refused")
+                .operation(&record.operation.id, &record.digest)
+                .detail("code", e.code())
+                .detail("credential", cred.id.as_str());
+            state.store.audit(&event, now).await?;
+        }
         return Err(e.into());
     }
-    let (cred, _) = assertion_finish(state, &c, response, now).await?;
 
     let pool = state.store.pool();
     let mut tx = pool.begin().await?;
+    // The operation's lock first: a decision is counted either before a settlement
+    // reads the decisions (and is seen by it) or after it moved the operation (and
+    // is refused here). A veto can never be counted on a released operation.
+    if state.store.lock_operation(&mut tx, op_id).await? != Some(OpState::Pending) {
+        return Err(err(409, "decision.not_pending", "the operation was decided meanwhile"));
+    }
     let inserted = sqlx::query(
         "INSERT INTO decisions (operation_id, approver_id, credential_id, decision, reason, authenticator_data, \
          client_data_json, signature, counter, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -880,15 +1071,6 @@ pub async fn decision_finish(
         }
         r => r?,
     };
-    // Re-read inside the transaction: a decision never lands on an operation that
-    // was released, rejected or expired meanwhile.
-    let current: Option<String> = sqlx::query_scalar("SELECT state FROM operations WHERE id = $1")
-        .bind(op_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if current.as_deref() != Some("pending") {
-        return Err(err(409, "decision.not_pending", "the operation was decided meanwhile"));
-    }
     let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.counted")
         .operation(&record.operation.id, &record.digest)
         .detail("decision", decision.to_string())
@@ -899,6 +1081,8 @@ pub async fn decision_finish(
 }
 
 /// Tally an operation's stored decisions and release or reject it (exactly once).
+/// The decisions are read and the operation moved in one transaction holding the
+/// operation's lock, so no decision can land between the tally and the move.
 async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> Result<DecisionOutcome> {
     let quorum: Quorum =
         match serde_json::from_value::<Verdict>(record.verdict.clone()).map_err(Error::internal)? {
@@ -911,13 +1095,17 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
     for p in people.iter().filter(|p| p.roles.contains(&role)) {
         roster.add(p.id.clone(), p.groups.iter().cloned());
     }
+    let op = &record.operation;
+    let pool = state.store.pool();
+    let mut tx = pool.begin().await?;
+    let current = state.store.lock_operation(&mut tx, op.id.as_str()).await?;
     let rows = sqlx::query(
         "SELECT d.approver_id, d.credential_id, d.decision, d.authenticator_data, d.client_data_json, d.signature, \
          c.status FROM decisions d LEFT JOIN credentials c ON c.id = d.credential_id AND c.approver_id = d.approver_id \
          WHERE d.operation_id = $1 ORDER BY d.approver_id",
     )
-    .bind(record.operation.id.as_str())
-    .fetch_all(state.store.pool())
+    .bind(op.id.as_str())
+    .fetch_all(&mut *tx)
     .await?;
     let mut decisions = Vec::new();
     let mut approvals = Vec::new();
@@ -943,8 +1131,13 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
             });
         }
     }
-    let op = &record.operation;
+    state.race_windows.pause(crate::race::Window::Settle).await;
     let t = tally(&quorum, op.initiator.responsible_person(), &roster, &decisions, op.expires_at, now);
+    if current != Some(OpState::Pending) {
+        // Moved meanwhile (another decision's settlement, the sweep, another instance).
+        let state_now = current.ok_or_else(|| Error::not_found("operation"))?;
+        return Ok(DecisionOutcome { state: state_now, tally: t });
+    }
     let (to, doc) = match &t {
         Tally::Approved { approvers } => {
             approvals.retain(|a| approvers.contains(&a.approver));
@@ -967,10 +1160,15 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
         .operation(&op.id, &record.digest)
         .detail("basis", "quorum");
     let release = doc.as_ref().map(|document| Release { document, action: Some(&op.action) });
-    let moved = state.store.transition(&op.id, OpState::Pending, to, release.as_ref(), &event, now).await?;
-    let state_now =
-        if moved { to } else { state.store.operation(op.id.as_str()).await?.map_or(to, |r| r.state) };
-    Ok(DecisionOutcome { state: state_now, tally: t })
+    if !state
+        .store
+        .transition_in(&mut tx, &op.id, OpState::Pending, to, release.as_ref(), &event, now)
+        .await?
+    {
+        return Err(Error::internal("an operation locked as pending could not be moved"));
+    }
+    state.store.commit(tx).await?;
+    Ok(DecisionOutcome { state: to, tally: t })
 }
 
 /// The current roster (active approvers with at least one active key) and registry.
@@ -1025,6 +1223,26 @@ pub async fn registry(state: &AppState, now: Timestamp) -> Result<SignedRegistry
         approvers,
     };
     SignedRegistry::sign(registry, state.keys.signing_key()).map_err(Error::internal)
+}
+
+/// [`registry`], built again only when the audit chain moved since the last one
+/// was built: every change to people and keys is audited, so the same head means
+/// the same registry. Unauthenticated callers cannot make the gateway query and
+/// sign per call.
+///
+/// # Errors
+/// Store errors.
+pub async fn registry_cached(state: &AppState, now: Timestamp) -> Result<SignedRegistry> {
+    let mut cache = state.registry_cache.lock().await;
+    let head = state.store.audit_head().await?;
+    if let Some((at, registry)) = cache.as_ref()
+        && *at == head
+    {
+        return Ok(registry.clone());
+    }
+    let fresh = registry(state, now).await?;
+    *cache = Some((head, fresh.clone()));
+    Ok(fresh)
 }
 
 /// Pending operations, newest first, for approvers.
@@ -1108,11 +1326,18 @@ pub async fn freeze_finish(
 ///
 /// # Errors
 /// Store errors (the next sweep retries).
-pub async fn sweep(state: &AppState, now: Timestamp) -> Result<usize> {
-    sqlx::query("DELETE FROM ceremonies WHERE expires_at < $1")
+pub async fn sweep(
+    state: &AppState,
+    now: Timestamp,
+    failed: &(dyn Fn(&str, &Error) + Sync),
+) -> Result<usize> {
+    if let Err(e) = sqlx::query("DELETE FROM ceremonies WHERE expires_at < $1")
         .bind(now.unix())
         .execute(state.store.pool())
-        .await?;
+        .await
+    {
+        failed("ceremonies", &e.into());
+    }
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT d.operation_id FROM decisions d JOIN operations o ON o.id = d.operation_id \
          WHERE o.state = 'pending' ORDER BY d.operation_id LIMIT 500",
@@ -1121,24 +1346,20 @@ pub async fn sweep(state: &AppState, now: Timestamp) -> Result<usize> {
     .await?;
     let mut settled = 0;
     for id in ids {
-        if let Some(record) = state.store.operation(&id).await?
-            && record.state == OpState::Pending
-            && settle(state, &record, now).await?.state != OpState::Pending
-        {
-            settled += 1;
+        // One operation that cannot be settled (its effect fails) is retried next
+        // time; it never keeps the others waiting.
+        let outcome = match state.store.operation(&id).await {
+            Ok(Some(record)) if record.state == OpState::Pending => settle(state, &record, now).await,
+            Ok(_) => continue,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(o) if o.state != OpState::Pending => settled += 1,
+            Ok(_) => {}
+            Err(e) => failed("settle", &e),
         }
     }
     Ok(settled)
-}
-
-/// Whether a session's person and key are still active (for long-lived streams).
-pub async fn session_still_valid(state: &AppState, who: &Session) -> bool {
-    match approver(state, &who.approver.id).await {
-        Ok(Some(p)) if p.revoked_at.is_none() => credentials_of(state, &p.id, true)
-            .await
-            .is_ok_and(|keys| keys.iter().any(|k| k.id == who.credential_id)),
-        _ => false,
-    }
 }
 
 /// An admin proposes an administrative change (allowlist entry, revocation, policy
@@ -1159,7 +1380,21 @@ pub async fn propose_admin(
         return Err(err(403, "admin.not_an_admin", "only admins propose administrative changes"));
     }
     match &action {
-        Action::AllowlistAdd(_) | Action::ApproverRevoke(_) => {}
+        Action::AllowlistAdd(a) => {
+            // Validate before anything is stored; a duplicate could only go stale.
+            let listed = state.config.asset_on(&a.network).ok_or_else(|| {
+                err(400, "request.unknown_asset", format!("no listed asset is on {}", a.network))
+            })?;
+            crate::intake::check_destination(listed, &a.network, &a.destination)?;
+            if state.store.allowlisted(&a.account, &a.network, &a.destination).await? {
+                return Err(err(
+                    409,
+                    "allowlist.exists",
+                    "this destination (address and memo) is already allowlisted for this account",
+                ));
+            }
+        }
+        Action::ApproverRevoke(_) => {}
         Action::PolicyUpdate(p) => {
             let current = state.store.current_policy().await?.map_or(0, |c| c.version);
             if p.policy.version != current + 1 {

@@ -134,11 +134,33 @@ pub async fn authenticate(
     window_seconds: i64,
     now: Timestamp,
 ) -> Result<ApiKeyRecord> {
-    let SignedHeaders { key_id, timestamp, nonce, signature } = signed_headers(req.headers)?;
-    let key = store
-        .api_key(key_id)
-        .await?
-        .ok_or_else(|| Error::unauthenticated("auth.unknown_key", "no such API key"))?;
+    // Refusals before a key is identified are audited per source address (throttled
+    // the same way), so an incident review sees the probing.
+    let refuse_source = |error: Error| async {
+        let source = format!("source:{}", req.peer);
+        if throttle.admit(&source, error.code, now) {
+            let event = AuditEvent::new(source, "auth.refused")
+                .detail("code", error.code)
+                .detail("source_ip", req.peer.to_string())
+                .detail("path", req.uri.path());
+            store.audit(&event, now).await?;
+        }
+        Err(error)
+    };
+    let SignedHeaders { key_id, timestamp, nonce, signature } = match signed_headers(req.headers) {
+        Ok(h) => h,
+        Err(e) => return refuse_source(e).await,
+    };
+    let Some(key) = store.api_key(key_id).await? else {
+        // An unknown key id is answered exactly as a known key with a wrong
+        // signature (same checks first, same code, a signature verified all the
+        // same), so key ids cannot be enumerated.
+        if timestamp.abs_diff(now.unix()) > window_seconds.unsigned_abs() {
+            return Err(stale_timestamp(window_seconds));
+        }
+        let _ = decoy_key().verify_strict(b"countersign: no such key", &Signature::from_bytes(&[0; 64]));
+        return refuse_source(bad_signature()).await;
+    };
     let actor = format!("api_key:{}", key.id);
     let refuse = |error: Error| async {
         if throttle.admit(key.id.as_str(), error.code, now) {
@@ -153,12 +175,7 @@ pub async fn authenticate(
     };
 
     if timestamp.abs_diff(now.unix()) > window_seconds.unsigned_abs() {
-        return Err(Error::unauthenticated(
-            "auth.stale_timestamp",
-            format!(
-                "cs-timestamp is more than {window_seconds} s from the gateway's clock; check the client's clock"
-            ),
-        ));
+        return Err(stale_timestamp(window_seconds));
     }
     let message = string_to_sign(
         req.method.as_str(),
@@ -171,11 +188,7 @@ pub async fn authenticate(
         req.body,
     );
     if !signature_valid(&key, keys, &message, &signature) {
-        return refuse(Error::unauthenticated(
-            "auth.bad_signature",
-            "the signature does not verify for this key and request",
-        ))
-        .await;
+        return refuse(bad_signature()).await;
     }
     if key.revoked_at.is_some() {
         return refuse(Error::forbidden("auth.key_revoked", "this API key has been revoked")).await;
@@ -215,6 +228,26 @@ pub async fn authenticate(
     }
     store.touch_api_key(&key, req.peer, now).await?;
     Ok(key)
+}
+
+fn stale_timestamp(window_seconds: i64) -> Error {
+    Error::unauthenticated(
+        "auth.stale_timestamp",
+        format!(
+            "cs-timestamp is more than {window_seconds} s from the gateway's clock; check the client's clock"
+        ),
+    )
+}
+
+/// The one answer for an unknown key and a wrong signature alike.
+fn bad_signature() -> Error {
+    Error::unauthenticated("auth.bad_signature", "the signature does not verify for this key and request")
+}
+
+/// A fixed public key for the unknown-key path to verify against (never matches).
+fn decoy_key() -> VerifyingKey {
+    static DECOY: std::sync::OnceLock<VerifyingKey> = std::sync::OnceLock::new();
+    *DECOY.get_or_init(|| ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key())
 }
 
 fn signature_valid(key: &ApiKeyRecord, keys: &GatewayKeys, message: &[u8], signature: &[u8]) -> bool {

@@ -226,6 +226,18 @@ pub struct Config {
     /// acquire timeout. The bots retry with the same idempotency key.
     #[serde(default = "default_max_intake_in_flight")]
     pub max_intake_in_flight: usize,
+    /// Logins and enrollments one source address may start per minute (per
+    /// instance); beyond, `429 ceremony.rate_limited`.
+    #[serde(default = "default_ceremonies_per_source")]
+    pub ceremonies_per_minute_per_source: u32,
+    /// Logins one person may have started per minute, from anywhere (per instance).
+    #[serde(default = "default_ceremonies_per_person")]
+    pub ceremonies_per_minute_per_person: u32,
+    /// Ceremonies (challenges not yet answered or expired) stored at once, in all;
+    /// beyond, new logins and enrollments get `503 ceremony.busy`. Decisions and
+    /// freezes by logged-in people are never refused for this.
+    #[serde(default = "default_max_outstanding_ceremonies")]
+    pub max_outstanding_ceremonies: i64,
     /// Connections served at once; more wait in the listen backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -279,6 +291,15 @@ fn default_max_pending() -> i64 {
 }
 fn default_max_intake_in_flight() -> usize {
     32
+}
+fn default_ceremonies_per_source() -> u32 {
+    60
+}
+fn default_ceremonies_per_person() -> u32 {
+    20
+}
+fn default_max_outstanding_ceremonies() -> i64 {
+    10_000
 }
 fn default_max_connections() -> usize {
     4096
@@ -395,6 +416,13 @@ impl Config {
     #[must_use]
     pub fn asset(&self, code: &AssetCode, network: &NetworkId) -> Option<&AssetConfig> {
         self.assets.iter().find(|a| &a.code == code && &a.network == network)
+    }
+
+    /// A listed asset on `network`: its address format and memo rule are the
+    /// network's (for destinations named without an asset, such as allowlist entries).
+    #[must_use]
+    pub fn asset_on(&self, network: &NetworkId) -> Option<&AssetConfig> {
+        self.assets.iter().find(|a| &a.network == network)
     }
 }
 

@@ -107,27 +107,38 @@ pub fn validate(
             format!("{asset} has {} decimals; {} has {}", listed.decimals, amount, amount.scale()),
         ));
     }
-    check_address(listed.address_format, &req.destination.address).map_err(|why| {
-        Error::bad_request("request.bad_address", format!("destination.address: {why} for {network}"))
-    })?;
-    match (listed.memo, &req.destination.memo) {
-        (MemoRule::Required, None) => {
-            return Err(Error::bad_request(
-                "request.bad_memo",
-                format!("{network} withdrawals need a memo / destination tag"),
-            ));
-        }
-        (MemoRule::None, Some(_)) => {
-            return Err(Error::bad_request("request.bad_memo", format!("{network} has no memo; remove it")));
-        }
-        _ => {}
-    }
     let destination =
         Destination { address: req.destination.address.clone(), memo: req.destination.memo.clone() };
+    check_destination(listed, &network, &destination)?;
     let value = amount
         .checked_mul(listed.price)
         .ok_or_else(|| Error::bad_request("request.bad_amount", "amount too large"))?;
     Ok((account, asset, network, amount, destination, value))
+}
+
+/// Check a destination against its network: the address format and the memo rule
+/// (required, optional or none). Used for withdrawals and allowlist entries alike.
+///
+/// # Errors
+/// `request.bad_address`, `request.bad_memo`.
+pub fn check_destination(
+    listed: &crate::config::AssetConfig,
+    network: &NetworkId,
+    destination: &Destination,
+) -> Result<()> {
+    check_address(listed.address_format, &destination.address).map_err(|why| {
+        Error::bad_request("request.bad_address", format!("destination.address: {why} for {network}"))
+    })?;
+    match (listed.memo, &destination.memo) {
+        (MemoRule::Required, None) => Err(Error::bad_request(
+            "request.bad_memo",
+            format!("{network} destinations need a memo / destination tag"),
+        )),
+        (MemoRule::None, Some(_)) => {
+            Err(Error::bad_request("request.bad_memo", format!("{network} has no memo; remove it")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A new operation with a fresh id, validated before anything is stored.
@@ -204,12 +215,10 @@ pub async fn submit(
             now.minus_seconds(BASELINE_SECONDS),
         )
         .await?;
-    let destination_used_before = state
-        .store
-        .destination_used(&mut tx, account.as_str(), network.as_str(), &destination.address)
-        .await?;
-    let destination_status =
-        state.store.allowlist_status(&mut tx, &account, &network, &destination.address).await?;
+    let destination_used_before =
+        state.store.destination_used(&mut tx, account.as_str(), network.as_str(), &destination).await?;
+    let destination_status = state.store.allowlist_status(&mut tx, &account, &network, &destination).await?;
+    state.race_windows.pause(crate::race::Window::Intake).await;
     let risk: RiskAssessment = assess(
         &RiskInput {
             key_created_at: key.created_at,
@@ -348,22 +357,48 @@ pub async fn sweep_forever(state: AppState) {
     }
 }
 
-/// One sweep: expire due operations, forget old nonces, sign a checkpoint if due.
+/// One sweep: expire due operations, settle what has decisions, forget old nonces,
+/// sign a checkpoint if due. Every step and every item runs whatever the others do:
+/// one operation that cannot be expired or settled never stops the rest (it is
+/// logged, counted in `countersign_sweep_failures_total`, and retried next time).
 ///
 /// # Errors
-/// Store errors (the next sweep retries).
+/// None today; the result is kept for callers that wait on a sweep.
 pub async fn sweep_once(state: &AppState, now: Timestamp) -> Result<usize> {
     let mut expired = 0;
-    for (id, digest) in state.store.due_for_expiry(now, 500).await? {
-        let event = AuditEvent::new("gateway", OpState::Expired.audit_event()).operation(&id, &digest);
-        if state.store.transition(&id, OpState::Pending, OpState::Expired, None, &event, now).await? {
-            expired += 1;
-            state.metrics.expired();
+    let failed = |step: &str, e: &Error| {
+        state.metrics.sweep_failure();
+        tracing::warn!(step, error = %e, "sweep step failed; the rest of the sweep goes on");
+    };
+    match state.store.due_for_expiry(now, 500).await {
+        Ok(due) => {
+            for (id, digest) in due {
+                let event =
+                    AuditEvent::new("gateway", OpState::Expired.audit_event()).operation(&id, &digest);
+                match state.store.transition(&id, OpState::Pending, OpState::Expired, None, &event, now).await
+                {
+                    Ok(true) => {
+                        expired += 1;
+                        state.metrics.expired();
+                    }
+                    Ok(false) => {}
+                    Err(e) => failed("expire", &e),
+                }
+            }
         }
+        Err(e) => failed("expire", &e),
     }
-    crate::approvers::sweep(state, now).await?;
-    state.store.sweep_nonces(now).await?;
-    state.store.checkpoint_if_due(state.keys.signing_key(), state.config.checkpoint_every, now).await?;
+    if let Err(e) = crate::approvers::sweep(state, now, &failed).await {
+        failed("settle", &e);
+    }
+    if let Err(e) = state.store.sweep_nonces(now).await {
+        failed("nonces", &e);
+    }
+    if let Err(e) =
+        state.store.checkpoint_if_due(state.keys.signing_key(), state.config.checkpoint_every, now).await
+    {
+        failed("checkpoint", &e);
+    }
     Ok(expired)
 }
 

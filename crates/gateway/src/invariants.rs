@@ -11,6 +11,7 @@
 //! | `release.approval_not_stored` | every approval in a release document is a stored decision, byte for byte |
 //! | `release.state` | released ⇔ exactly one settlement-ledger row |
 //! | `release.twice` | no operation has two release events or two different release documents |
+//! | `release.vetoed` | no released operation has a counted rejection (one rejection vetoes) |
 //! | `decision.unverified` | every counted decision is a stored assertion that verifies against its key and is bound to its operation and decision |
 //! | `counter.regressed` | each key's signature counters only increase, and the stored counter is not behind them |
 //! | `audit.chain` | the audit chain verifies (hashes, signed checkpoints) and its head is the stored head |
@@ -151,6 +152,19 @@ struct StoredCredential {
     public_key: String,
     counter: i64,
     status: String,
+}
+
+/// `release.vetoed`: a rejection counted on an operation that was released anyway.
+fn vetoed_releases(decisions: &[StoredDecision], ops: &BTreeMap<String, StoredOp>, report: &mut Report) {
+    for d in decisions.iter().filter(|d| d.decision == "reject") {
+        if ops.get(&d.operation).is_some_and(|op| op.state == OpState::Released) {
+            report.violation(
+                "release.vetoed",
+                d.operation.clone(),
+                format!("released although {} rejected it", d.approval.approver),
+            );
+        }
+    }
 }
 
 fn signature_counter(authenticator_data: &str) -> Option<u32> {
@@ -309,6 +323,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             decided_at: r.try_get(7)?,
         });
     }
+    vetoed_releases(&decisions, &ops, &mut report);
     let mut counters: BTreeMap<&str, Vec<(i64, u32, &str)>> = BTreeMap::new();
     for d in &decisions {
         report.decisions += 1;

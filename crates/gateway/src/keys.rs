@@ -102,6 +102,23 @@ impl GatewayKeys {
         let parts: [&[u8]; 4] = [b"countersign:api-key-secret:v1\0", key_id.as_bytes(), &[0], salt];
         ApiKeySecret(hmac_sha256(&self.hmac_master, &parts).finalize().into_bytes().into())
     }
+
+    /// `len` bytes derived from the gateway's secret for `input` under `domain`
+    /// (HMAC-SHA256 in counter mode): stable per input, unpredictable without the
+    /// key file. Used for decoy credential ids.
+    #[must_use]
+    pub fn decoy_bytes(&self, domain: &[u8], input: &[u8], len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 32);
+        let mut block: u32 = 0;
+        while out.len() < len {
+            let counter = block.to_be_bytes();
+            let parts: [&[u8]; 5] = [domain, &[0], input, &[0], &counter];
+            out.extend_from_slice(&hmac_sha256(&self.hmac_master, &parts).finalize().into_bytes());
+            block += 1;
+        }
+        out.truncate(len);
+        out
+    }
 }
 
 /// HMAC-SHA256 over the concatenated parts with a 32-byte key. The key is

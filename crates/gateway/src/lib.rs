@@ -23,6 +23,7 @@ pub mod assets;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod decoy;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
@@ -32,6 +33,8 @@ pub mod intake;
 pub mod invariants;
 pub mod keys;
 pub mod metrics;
+pub mod race;
+pub mod rate;
 pub mod release;
 pub mod store;
 pub mod tls;
@@ -89,6 +92,12 @@ pub struct AppState {
     pub events: Arc<events::Tail>,
     /// Admission control for intake: one permit per withdrawal being taken in.
     pub intake_slots: Arc<tokio::sync::Semaphore>,
+    /// Pauses tests put inside critical sections (zero otherwise).
+    pub race_windows: Arc<race::RaceWindows>,
+    /// Rate limits for logins and enrollments started without a session.
+    pub ceremony_limits: Arc<rate::CeremonyLimits>,
+    /// The signed registry, by the audit head it was built at.
+    pub registry_cache: Arc<tokio::sync::Mutex<Option<(i64, countersign_core::certificate::SignedRegistry)>>>,
 }
 
 impl AppState {
@@ -117,6 +126,9 @@ impl AppState {
             streams: events::StreamLimits::new(config_streams),
             events: Arc::default(),
             intake_slots: Arc::new(tokio::sync::Semaphore::new(config_intake)),
+            race_windows: Arc::default(),
+            ceremony_limits: Arc::default(),
+            registry_cache: Arc::default(),
             tls,
         })
     }
@@ -160,8 +172,9 @@ fn relying_party(
     use webauthn_rs::prelude::{AttestationCaListBuilder, Url, Uuid};
     let bad = |m: String| Error::internal(format!("[webauthn] {m}"));
     let origin = Url::parse(&config.webauthn.origin).map_err(|e| bad(format!("origin: {e}")))?;
+    let timeout = std::time::Duration::from_millis(u64::from(authenticator_timeout_ms(config)));
     let webauthn = webauthn_rs::WebauthnBuilder::new(&config.webauthn.rp_id, &origin)
-        .and_then(|b| b.rp_name("Countersign").build())
+        .and_then(|b| b.rp_name("Countersign").timeout(timeout).build())
         .map_err(|e| bad(format!("rp_id/origin: {e:?}")))?;
     let mut cas = AttestationCaListBuilder::new();
     let mut presets = webauthn_rs::prelude::AttestationCaList::default();
@@ -203,6 +216,13 @@ fn relying_party(
     let mut list = cas.build();
     list.union(&presets);
     Ok((webauthn, list))
+}
+
+/// How long the key is given for a touch, as the WebAuthn options say: the
+/// challenge's lifetime (real and decoy ceremonies alike).
+#[must_use]
+pub fn authenticator_timeout_ms(config: &Config) -> u32 {
+    u32::try_from(config.webauthn.challenge_ttl_seconds.saturating_mul(1000)).unwrap_or(u32::MAX)
 }
 
 /// Yubico's attestation roots (public certificates; see `attestation/README.md`).
@@ -542,9 +562,14 @@ struct EnrollStart {
     code: String,
 }
 
-async fn enroll_start(State(state): State<AppState>, b: JsonBody<EnrollStart>) -> Response {
+async fn enroll_start(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    b: JsonBody<EnrollStart>,
+) -> Response {
     let r = async {
-        let (ceremony, options) = approvers::enroll_start(&state, &body(b)?.code, state.clock.now()).await?;
+        let (ceremony, options) =
+            approvers::enroll_start(&state, &body(b)?.code, peer.ip(), state.clock.now()).await?;
         Ok(axum::Json(json!({ "ceremony": ceremony, "options": options })).into_response())
     };
     respond(&state, r.await)
@@ -575,10 +600,14 @@ struct LoginStart {
     approver: countersign_core::id::ApproverId,
 }
 
-async fn login_start(State(state): State<AppState>, b: JsonBody<LoginStart>) -> Response {
+async fn login_start(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    b: JsonBody<LoginStart>,
+) -> Response {
     let r = async {
         let (ceremony, options) =
-            approvers::login_start(&state, &body(b)?.approver, state.clock.now()).await?;
+            approvers::login_start(&state, &body(b)?.approver, peer.ip(), state.clock.now()).await?;
         Ok(axum::Json(json!({ "ceremony": ceremony, "options": options })).into_response())
     };
     respond(&state, r.await)
@@ -593,11 +622,15 @@ struct AssertionFinish {
     reason: Option<String>,
 }
 
-async fn login_finish(State(state): State<AppState>, b: JsonBody<AssertionFinish>) -> Response {
+async fn login_finish(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    b: JsonBody<AssertionFinish>,
+) -> Response {
     let r = async {
         let b = body(b)?;
         let (token, expires_at) =
-            approvers::login_finish(&state, &b.ceremony, &b.credential, state.clock.now()).await?;
+            approvers::login_finish(&state, &b.ceremony, &b.credential, peer.ip(), state.clock.now()).await?;
         Ok(axum::Json(json!({ "token": token, "expires_at": expires_at })).into_response())
     };
     respond(&state, r.await)
@@ -625,13 +658,18 @@ async fn approver_operations(
     query: std::result::Result<Query<ApproverOperationsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let r = async {
-        bearer(&state, &headers).await?;
+        let who = bearer(&state, &headers).await?;
         let Query(q) = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?;
         let records = match q.view {
             ApproverView::Pending => approvers::pending(&state, 200).await?,
             ApproverView::Decided => approvers::decided(&state, 200).await?,
         };
-        let items: Vec<_> = records.iter().map(intake::operation_view).collect();
+        // Each person sees what their role and groups can act on, nothing else.
+        let items: Vec<_> = records
+            .iter()
+            .filter(|r| approvers::may_see(&who.approver, r))
+            .map(intake::operation_view)
+            .collect();
         Ok(axum::Json(json!({ "operations": items })).into_response())
     };
     respond(&state, r.await)
@@ -687,7 +725,9 @@ async fn decision_finish(
 }
 
 async fn registry(State(state): State<AppState>) -> Response {
-    let r = async { Ok(axum::Json(approvers::registry(&state, state.clock.now()).await?).into_response()) };
+    let r = async {
+        Ok(axum::Json(approvers::registry_cached(&state, state.clock.now()).await?).into_response())
+    };
     respond(&state, r.await)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use countersign_core::Amount;
 use countersign_core::id::{AccountId, ApiKeyId, ApproverId, NetworkId};
-use countersign_core::operation::{Scope, SigningAlgorithm};
+use countersign_core::operation::{Destination, Scope, SigningAlgorithm};
 use countersign_gateway::clock::{Clock, SystemClock};
 use countersign_gateway::config::Config;
 use countersign_gateway::keys::random_bytes;
@@ -174,10 +174,22 @@ enum AllowlistCommand {
         /// Address.
         #[arg(long)]
         address: String,
+        /// Memo / destination tag, on networks that have one (XRP, XLM, ...): the
+        /// entry matches only withdrawals with exactly this memo.
+        #[arg(long)]
+        memo: Option<String>,
         /// Label.
         #[arg(long, default_value = "")]
         label: String,
     },
+}
+
+/// An address with its memo, as people read it.
+fn describe(d: &Destination) -> String {
+    match &d.memo {
+        Some(memo) => format!("{} (memo {memo})", d.address),
+        None => d.address.clone(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,12 +270,14 @@ async fn main() -> ExitCode {
         Command::ApiKey(cmd) => api_key(&state, cmd, now).await,
         Command::Freeze { reason } => match state.store.freeze("host", &reason, now).await {
             Ok(true) => done("all API keys are frozen".into()),
-            Ok(false) => done("already frozen".into()),
+            Ok(false) => {
+                done("already frozen; recorded, and any unfreeze waiting for approval is cancelled".into())
+            }
             Err(e) => Err(e.to_string()),
         },
         Command::Unfreeze { proposer, reason } => unfreeze(&state, &proposer, reason, now).await,
-        Command::Allowlist(AllowlistCommand::Add { account, network, address, label }) => {
-            allowlist_add(&state, &account, &network, &address, &label, now).await
+        Command::Allowlist(AllowlistCommand::Add { account, network, address, memo, label }) => {
+            allowlist_add(&state, &account, &network, Destination { address, memo }, &label, now).await
         }
         Command::Approver(ApproverCommand::Code { id, name, role, group, by }) => {
             approver_code(&state, &id, &name, &role, &group, by.as_deref(), now).await
@@ -451,14 +465,17 @@ async fn allowlist_add(
     state: &AppState,
     account: &str,
     network: &str,
-    address: &str,
+    destination: Destination,
     label: &str,
     now: countersign_core::Timestamp,
 ) -> Result<(), String> {
     let account = AccountId::new(account).map_err(|e| e.to_string())?;
     let network = NetworkId::new(network).map_err(|e| e.to_string())?;
-    match state.store.add_allowlist(&account, &network, address, label, "host", now).await {
-        Ok(true) => done(format!("allowlisted {address} for {account} on {network}")),
+    let listed = state.config.asset_on(&network).ok_or_else(|| format!("no listed asset is on {network}"))?;
+    countersign_gateway::intake::check_destination(listed, &network, &destination)
+        .map_err(|e| e.to_string())?;
+    match state.store.add_allowlist(&account, &network, &destination, label, "host", now).await {
+        Ok(true) => done(format!("allowlisted {} for {account} on {network}", describe(&destination))),
         Ok(false) => done("already allowlisted".into()),
         Err(e) => Err(e.to_string()),
     }

@@ -26,6 +26,7 @@ pub struct Metrics {
     withdrawals: Family<OutcomeLabel, Counter>,
     refusals: Family<CodeLabel, Counter>,
     expired: Counter,
+    sweep_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -34,10 +35,16 @@ impl Default for Metrics {
         let withdrawals = Family::<OutcomeLabel, Counter>::default();
         let refusals = Family::<CodeLabel, Counter>::default();
         let expired = Counter::default();
+        let sweep_failures = Counter::default();
         registry.register("withdrawals", "Withdrawal requests accepted, by outcome", withdrawals.clone());
         registry.register("refusals", "Requests refused, by error code", refusals.clone());
         registry.register("operations_expired", "Pending operations that expired", expired.clone());
-        Metrics { registry: Arc::new(registry), withdrawals, refusals, expired }
+        registry.register(
+            "sweep_failures",
+            "Background sweep steps or items that failed (each retried on the next sweep)",
+            sweep_failures.clone(),
+        );
+        Metrics { registry: Arc::new(registry), withdrawals, refusals, expired, sweep_failures }
     }
 }
 
@@ -55,6 +62,11 @@ impl Metrics {
     /// Count an expiry.
     pub fn expired(&self) {
         self.expired.inc();
+    }
+
+    /// Count a failed sweep step or item.
+    pub fn sweep_failure(&self) {
+        self.sweep_failures.inc();
     }
 
     /// The text exposition format.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use countersign_core::audit::{AuditEntry, Checkpoint, HashedEntry, SignedCheckpoint};
 use countersign_core::canonical;
 use countersign_core::id::{AccountId, ApiKeyId, ApproverId, NetworkId, OperationId};
-use countersign_core::operation::{Operation, Scope, SigningAlgorithm};
+use countersign_core::operation::{Destination, Operation, Scope, SigningAlgorithm};
 use countersign_core::policy::{DestinationStatus, Policy, RecentTransfer};
 use countersign_core::risk::{BASELINE_SAMPLES, PastWithdrawal};
 use countersign_core::{Amount, Timestamp};
@@ -324,6 +324,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "approvers", include_str!("../migrations/0002_approvers.sql")),
+    (3, "destination_memo", include_str!("../migrations/0003_destination_memo.sql")),
 ];
 
 impl Store {
@@ -731,6 +732,9 @@ impl Store {
 
     /// Freeze every API key; `false` when already frozen. Unfreezing is an
     /// `Unfreeze` operation that needs quorum, see [`Store::unfreeze_released`].
+    /// Freezing again while frozen is audited (`freeze.repeated`, with its reason)
+    /// and cancels every unfreeze still waiting for approval: someone just said it
+    /// is not safe yet.
     ///
     /// # Errors
     /// Database errors.
@@ -746,16 +750,37 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
-        if changed {
-            self.append(&mut tx, &AuditEvent::new(actor, "freeze.on").detail("reason", reason), now).await?;
-            self.commit(tx).await?;
+        let event = if changed { "freeze.on" } else { "freeze.repeated" };
+        // A new freeze leaves older unfreeze proposals to go stale (they name the
+        // freeze they lift); freezing again while frozen cancels the one in flight.
+        let unfreezes = if changed {
+            Vec::new()
+        } else {
+            sqlx::query(
+                "SELECT id, digest FROM operations WHERE state = 'pending' AND kind = 'unfreeze' ORDER BY id",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        self.append(&mut tx, &AuditEvent::new(actor, event).detail("reason", reason), now).await?;
+        for row in &unfreezes {
+            let id =
+                OperationId::new(row.try_get::<String, _>(0)?).map_err(|e| corrupt("operation id", e))?;
+            let digest: String = row.try_get(1)?;
+            let cancelled = AuditEvent::new(actor, OpState::Cancelled.audit_event())
+                .operation(&id, &digest)
+                .detail("reason", "API keys were frozen again while this unfreeze waited");
+            self.transition_in(&mut tx, &id, OpState::Pending, OpState::Cancelled, None, &cancelled, now)
+                .await?;
         }
+        self.commit(tx).await?;
         Ok(changed)
     }
 
     // ---- allowlist ----------------------------------------------------------------------
 
-    /// Whether and since when an address is allowlisted for an account.
+    /// Whether and since when a destination (address and memo / tag, both exact) is
+    /// allowlisted for an account.
     ///
     /// # Errors
     /// Database errors.
@@ -764,14 +789,15 @@ impl Store {
         conn: &mut AnyConnection,
         account: &AccountId,
         network: &NetworkId,
-        address: &str,
+        destination: &Destination,
     ) -> Result<DestinationStatus> {
         let since: Option<i64> = sqlx::query_scalar(
-            "SELECT added_at FROM allowlist WHERE account = $1 AND network = $2 AND address = $3",
+            "SELECT added_at FROM allowlist WHERE account = $1 AND network = $2 AND address = $3 AND memo = $4",
         )
         .bind(account.as_str())
         .bind(network.as_str())
-        .bind(address)
+        .bind(&destination.address)
+        .bind(destination.memo.as_deref().unwrap_or(""))
         .fetch_optional(&mut *conn)
         .await?;
         Ok(match since {
@@ -780,8 +806,53 @@ impl Store {
         })
     }
 
+    /// Whether a destination is on an account's allowlist (for refusing duplicate
+    /// proposals).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn allowlisted(
+        &self,
+        account: &AccountId,
+        network: &NetworkId,
+        destination: &Destination,
+    ) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let status = self.allowlist_status(&mut conn, account, network, destination).await?;
+        Ok(matches!(status, DestinationStatus::Allowlisted { .. }))
+    }
+
+    /// Insert an allowlist entry in the caller's transaction; `false` when that exact
+    /// destination is already listed.
+    async fn insert_allowlist(
+        tx: &mut AnyConnection,
+        account: &AccountId,
+        network: &NetworkId,
+        destination: &Destination,
+        label: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        // ON CONFLICT, not a caught unique violation: on PostgreSQL a failed statement
+        // would abort the caller's whole transaction (a release).
+        let inserted = sqlx::query(
+            "INSERT INTO allowlist (account, network, address, memo, label, added_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account, network, address, memo) DO NOTHING",
+        )
+        .bind(account.as_str())
+        .bind(network.as_str())
+        .bind(&destination.address)
+        .bind(destination.memo.as_deref().unwrap_or(""))
+        .bind(label)
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
     /// Add an allowlist entry directly. Only the gateway host's CLI calls this (the
-    /// bootstrap path, audited as such); approved `AllowlistAdd` operations will too.
+    /// bootstrap path, audited as such); approved `AllowlistAdd` operations use the
+    /// same insert.
     ///
     /// # Errors
     /// Database errors.
@@ -789,31 +860,17 @@ impl Store {
         &self,
         account: &AccountId,
         network: &NetworkId,
-        address: &str,
+        destination: &Destination,
         label: &str,
         actor: &str,
         now: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(
-            "INSERT INTO allowlist (account, network, address, label, added_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(account.as_str())
-        .bind(network.as_str())
-        .bind(address)
-        .bind(label)
-        .bind(now.unix())
-        .execute(&mut *tx)
-        .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => return Ok(false),
-            r => r?,
-        };
-        let event = AuditEvent::new(actor, "allowlist.added")
-            .detail("account", account.as_str())
-            .detail("network", network.as_str())
-            .detail("address", address)
-            .detail("label", label);
+        if !Self::insert_allowlist(&mut tx, account, network, destination, label, now).await? {
+            return Ok(false);
+        }
+        let event =
+            allowlist_event(actor, "allowlist.added", account, network, destination).detail("label", label);
         self.append(&mut tx, &event, now).await?;
         self.commit(tx).await?;
         Ok(true)
@@ -938,8 +995,9 @@ impl Store {
         let risk = new.risk.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?;
         let r = sqlx::query(
             "INSERT INTO operations (id, state, kind, canonical, digest, api_key_id, account, network, destination, \
-             reference_value, source_ip, idempotency_key, request_hash, verdict, risk, created_at, expires_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             destination_memo, reference_value, source_ip, idempotency_key, request_hash, verdict, risk, created_at, \
+             expires_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(op.id.as_str())
         .bind(new.state.as_str())
@@ -950,6 +1008,7 @@ impl Store {
         .bind(w.map(|w| w.account.as_str().to_owned()))
         .bind(w.map(|w| w.network.as_str().to_owned()))
         .bind(w.map(|w| w.destination.address.clone()))
+        .bind(w.and_then(|w| w.destination.memo.clone()))
         .bind(w.map(|w| w.reference_value.amount.to_string()))
         .bind(source_ip.as_deref())
         .bind(new.idempotency_key.as_deref())
@@ -1008,6 +1067,28 @@ impl Store {
         now: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        if !self.transition_in(&mut tx, id, from, to, release, event, now).await? {
+            return Ok(false);
+        }
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
+    /// [`Store::transition`] inside the caller's transaction (which commits).
+    ///
+    /// # Errors
+    /// Database errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_in(
+        &self,
+        tx: &mut AnyConnection,
+        id: &OperationId,
+        from: OpState,
+        to: OpState,
+        release: Option<&Release<'_>>,
+        event: &AuditEvent,
+        now: Timestamp,
+    ) -> Result<bool> {
         let moved =
             sqlx::query("UPDATE operations SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
                 .bind(to.as_str())
@@ -1023,14 +1104,29 @@ impl Store {
         }
         if to == OpState::Released {
             let release = release.ok_or_else(|| Error::internal("release without a certificate refused"))?;
-            self.insert_ledger(&mut tx, id.as_str(), release.document, now).await?;
+            self.insert_ledger(tx, id.as_str(), release.document, now).await?;
             if let Some(action) = release.action {
-                self.apply_effect(&mut tx, action, now).await?;
+                self.apply_effect(tx, action, now).await?;
             }
         }
-        self.append(&mut tx, event, now).await?;
-        self.commit(tx).await?;
+        self.append(tx, event, now).await?;
         Ok(true)
+    }
+
+    /// Lock one operation for the rest of the caller's transaction and read its
+    /// state: decisions on it and its transition are serialised (PostgreSQL: the row
+    /// lock, on every instance; SQLite: its one connection is held by the
+    /// transaction). `None` when there is no such operation.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn lock_operation(&self, tx: &mut AnyConnection, id: &str) -> Result<Option<OpState>> {
+        let sql = match self.backend {
+            Backend::Postgres => "SELECT state FROM operations WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT state FROM operations WHERE id = $1",
+        };
+        let state: Option<String> = sqlx::query_scalar(sql).bind(id).fetch_optional(&mut *tx).await?;
+        state.map(|s| s.parse()).transpose()
     }
 
     /// Revoke a person (all their keys and sessions) or one of their keys (and the
@@ -1127,27 +1223,13 @@ impl Store {
                 AuditEvent::new("quorum", "approver.revoked").detail("approver", r.approver.as_str())
             }
             Action::AllowlistAdd(a) => {
-                let r = sqlx::query("INSERT INTO allowlist (account, network, address, label, added_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(a.account.as_str())
-                    .bind(a.network.as_str())
-                    .bind(&a.destination.address)
-                    .bind(&a.label)
-                    .bind(now.unix())
-                    .execute(&mut *tx)
-                    .await;
-                match r {
-                    Err(e) if is_unique_violation(&e) => {
-                        return Err(Error::conflict(
-                            "allowlist.exists",
-                            "this destination is already allowlisted",
-                        ));
-                    }
-                    r => r?,
-                };
-                AuditEvent::new("quorum", "allowlist.added")
-                    .detail("account", a.account.as_str())
-                    .detail("network", a.network.as_str())
-                    .detail("address", a.destination.address.as_str())
+                let added =
+                    Self::insert_allowlist(tx, &a.account, &a.network, &a.destination, &a.label, now).await?;
+                // Listed meanwhile (proposals refuse duplicates; two approved at once):
+                // the entry exists, so nothing is lost; recorded, never an error that
+                // would roll the release back.
+                let event = if added { "allowlist.added" } else { "allowlist.stale" };
+                allowlist_event("quorum", event, &a.account, &a.network, &a.destination)
             }
             Action::PolicyUpdate(p) => {
                 let current: Option<i64> =
@@ -1355,7 +1437,8 @@ impl Store {
             .await?)
     }
 
-    /// Whether the account has a released withdrawal to this destination.
+    /// Whether the account has a released withdrawal to this destination (address
+    /// and memo / tag).
     ///
     /// # Errors
     /// Database errors.
@@ -1364,14 +1447,16 @@ impl Store {
         conn: &mut AnyConnection,
         account: &str,
         network: &str,
-        address: &str,
+        destination: &Destination,
     ) -> Result<bool> {
         let hit: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM operations WHERE account = $1 AND network = $2 AND destination = $3 AND state = 'released' LIMIT 1",
+            "SELECT id FROM operations WHERE account = $1 AND network = $2 AND destination = $3 \
+             AND COALESCE(destination_memo, '') = $4 AND state = 'released' LIMIT 1",
         )
         .bind(account)
         .bind(network)
-        .bind(address)
+        .bind(&destination.address)
+        .bind(destination.memo.as_deref().unwrap_or(""))
         .fetch_optional(&mut *conn)
         .await?;
         Ok(hit.is_some())
@@ -1633,6 +1718,21 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The audit event of an allowlist change, naming the full destination.
+fn allowlist_event(
+    actor: &str,
+    event: &'static str,
+    account: &AccountId,
+    network: &NetworkId,
+    destination: &Destination,
+) -> AuditEvent {
+    AuditEvent::new(actor, event)
+        .detail("account", account.as_str())
+        .detail("network", network.as_str())
+        .detail("address", destination.address.as_str())
+        .detail("memo", destination.memo.clone().unwrap_or_default())
 }
 
 fn algorithm_str(a: SigningAlgorithm) -> &'static str {

@@ -44,7 +44,10 @@ pub enum Error {
     #[error("this key is not supported: Countersign needs a FIDO2 (CTAP2) key with a PIN and ES256 ({0})")]
     UnsupportedKey(String),
     /// The key holds none of the credentials the gateway asked for.
-    #[error("this key is not enrolled for this gateway: use the key you enrolled, or enroll this one")]
+    #[error(
+        "this key holds no credential the gateway offered: use the key you enrolled, enroll this one, \
+         or wait until the admins approve its enrollment"
+    )]
     CredentialNotOnThisKey,
     /// The key is already enrolled for this account.
     #[error("this key is already enrolled")]

@@ -289,6 +289,7 @@ impl Device {
             },
             _ => None,
         };
+        let cred_protect = if self.drops_cred_protect { None } else { cred_protect };
         Ok(Step::Touch(Pending::MakeCredential {
             rp_id_hash,
             client_data_hash: cdh,

@@ -113,6 +113,8 @@ struct Device {
     mismatches: u8,
     presence: Presence,
     plugged_in: bool,
+    /// Tests of the relying party only: advertise credProtect but never apply it.
+    drops_cred_protect: bool,
 }
 
 impl Device {
@@ -129,6 +131,7 @@ impl Device {
             mismatches: 0,
             presence: Presence::Immediate,
             plugged_in: true,
+            drops_cred_protect: false,
         })
     }
 
@@ -307,6 +310,12 @@ impl SoftKey {
         })
         .and_then(Result::ok)
         .ok_or(Error::Crypto("saving the PIN"))
+    }
+
+    /// Behave like a faulty key that advertises credProtect but silently does not
+    /// apply it: for testing that a relying party checks the registration itself.
+    pub fn drop_cred_protect(&self) {
+        self.with(|d| d.drops_cred_protect = true);
     }
 
     /// How the simulated person answers "touch your key".

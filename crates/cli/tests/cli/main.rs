@@ -228,8 +228,11 @@ async fn admins_invite_through_the_quorum_and_export_the_audit_chain() {
         let out = carol.run(&["enroll", &link], &format!("{PIN}\n"));
         assert_eq!(out.code, 0, "{out:?}");
         assert!(out.stdout.contains("pending_approval"), "{out:?}");
+        // Not active yet: the gateway's login challenge (the same for anyone, so it
+        // tells nobody who exists) offers no credential her key holds.
         let out = carol.run(&["login"], &format!("{PIN}\n"));
-        assert_eq!(out.code, 2, "not active yet: {out:?}");
+        assert_eq!(out.code, 3, "not active yet: {out:?}");
+        assert!(out.stderr.contains("key.credential_not_found"), "{out:?}");
 
         // Two other admins approve the ApproverEnroll operation.
         let out = dave.run(&["pending", "--json"], "");

@@ -74,7 +74,8 @@ fn every_vector_file_is_checked() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| {
             n.ends_with(".json")
-                && !["decode-errors.json", "certificate.json", "piv.json"].contains(&n.as_str())
+                && !["decode-errors.json", "certificate.json", "piv.json", "reason.json"]
+                    .contains(&n.as_str())
         })
         .collect();
     names.sort();
@@ -120,4 +121,38 @@ fn piv_message_vector_matches_the_code() {
     }
     let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(file, expected);
+}
+
+/// `docs/vectors/reason.json`: the hash a version 2 binding signs for a decision's
+/// reason (docs/protocol.md §6), for three texts, and a version 2 member for the ETH
+/// withdrawal vector. `verify.py` recomputes them.
+#[test]
+fn reason_vector_matches_the_code() {
+    use countersign_core::binding::{REASON_DOMAIN, reason_hash};
+    let op = every_kind().into_iter().find(|(n, _)| *n == "withdrawal-eth").unwrap().1;
+    let texts = ["", "destination not on our list", "Zieladresse unbekannt \u{2014} bitte pr\u{fc}fen"];
+    let cases: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({ "reason_utf8_hex": HEXLOWER.encode(t.as_bytes()), "reason_hash": reason_hash(t) }))
+        .collect();
+    let binding = ApprovalBinding::with_reason(&op, Decision::Reject, Some(texts[1])).unwrap();
+    let expected = json!({
+        "domain": REASON_DOMAIN,
+        "cases": cases,
+        "operation_vector": "withdrawal-eth.json",
+        "binding_reject_with_reason": binding,
+        "reason": texts[1],
+    });
+    let path = vectors_dir().join("reason.json");
+    if blessing() {
+        std::fs::write(&path, serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
+        return;
+    }
+    let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(file, expected);
+    let parsed: ApprovalBinding = serde_json::from_value(file["binding_reject_with_reason"].clone()).unwrap();
+    parsed.check(&op, Decision::Reject).unwrap();
+    parsed.check_reason(Some(texts[1])).unwrap();
+    assert!(parsed.check_reason(Some("approved by phone")).is_err());
+    assert!(parsed.check_reason(None).is_err());
 }

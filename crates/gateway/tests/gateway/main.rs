@@ -23,6 +23,7 @@ macro_rules! both {
 mod approvals;
 mod cli;
 mod client;
+mod review;
 mod signing_doc;
 mod stories;
 
@@ -50,6 +51,23 @@ both!(approvals => hardware_keys:
     enrollment_is_refused_without_attestation_trust,
     bootstrap_codes_cannot_be_issued_in_a_burst,
     admin_changes_take_effect_only_after_the_admin_quorum,
+);
+
+both!(review => security_review:
+    the_allowlist_matches_the_memo_too,
+    a_duplicate_allowlist_entry_is_refused_or_recorded_stale,
+    one_bad_operation_never_stops_the_sweep,
+    a_veto_never_loses_a_race_with_a_release,
+    binding_refusals_are_audited_only_over_a_real_signature,
+    freezing_again_is_audited_and_cancels_a_pending_unfreeze,
+    bad_labels_and_names_are_refused_before_any_write,
+    the_intake_lock_holds_a_widened_window,
+    attestation_refusals_have_their_codes,
+    the_client_refuses_a_gateway_asking_for_another_relying_party,
+    streams_end_with_the_session_and_people_see_only_their_operations,
+    login_start_does_not_reveal_who_exists,
+    a_login_flood_does_not_stop_a_freeze,
+    a_decisions_reason_is_signed,
 );
 
 both!(stories => intake:

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use countersign_core::audit::verify_export;
-use countersign_core::operation::{Scope, SigningAlgorithm};
+use countersign_core::operation::{Destination, Scope, SigningAlgorithm};
 use countersign_core::policy::Breach;
 use serde_json::json;
 
@@ -247,12 +247,13 @@ pub async fn every_auth_failure_has_its_code_and_known_keys_are_audited(db: Db) 
     let r = gw.send_signed(&key, "POST", "/v1/withdrawals", &b, now, "short", &idem).await;
     assert_eq!((r.status, r.code()), (401, "auth.malformed_header"));
 
-    // Unknown key.
+    // Unknown key: answered as a wrong signature, so key ids cannot be enumerated.
     let ghost = TestKey {
         id: "key_ghost".into(),
         secret: Secret::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[1; 32])),
     };
-    assert_eq!(gw.withdraw(&ghost, &eth("1")).await.code(), "auth.unknown_key");
+    let r = gw.withdraw(&ghost, &eth("1")).await;
+    assert_eq!((r.status, r.code()), (401, "auth.bad_signature"));
 
     // A signature by another key, and a signature over another body.
     let impostor = TestKey {
@@ -486,7 +487,14 @@ pub async fn allowlist_cool_off_holds_new_destinations(db: Db) {
     assert!(
         gw.state
             .store
-            .add_allowlist(&account, &network, dest, "desk wallet", "host", gw.now())
+            .add_allowlist(
+                &account,
+                &network,
+                &Destination { address: dest.into(), memo: None },
+                "desk wallet",
+                "host",
+                gw.now()
+            )
             .await
             .unwrap()
     );

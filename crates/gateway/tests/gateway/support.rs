@@ -199,11 +199,29 @@ impl Gateway {
         Self::start_opts(db, policy, None, true).await
     }
 
+    /// As [`Gateway::start_tls_with`], for load tests that enroll and log in
+    /// hundreds of people from this one address: the per-source and per-person
+    /// ceremony limits are lifted (everything else as configured).
+    #[allow(dead_code)] // used by the benchmarks, which include this module
+    pub async fn start_tls_for_load(db: Db, policy: Policy) -> Gateway {
+        Self::start_opts_limits(db, policy, None, true, true).await
+    }
+
     async fn start_opts(
         db: Db,
         policy: Policy,
         attestation: Option<webauthn_rs::prelude::AttestationCaList>,
         tls: bool,
+    ) -> Gateway {
+        Self::start_opts_limits(db, policy, attestation, tls, false).await
+    }
+
+    async fn start_opts_limits(
+        db: Db,
+        policy: Policy,
+        attestation: Option<webauthn_rs::prelude::AttestationCaList>,
+        tls: bool,
+        lift_ceremony_limits: bool,
     ) -> Gateway {
         static TRACING: std::sync::Once = std::sync::Once::new();
         TRACING.call_once(|| {
@@ -228,6 +246,10 @@ impl Gateway {
         )
         .unwrap();
         config.database = database;
+        if lift_ceremony_limits {
+            config.ceremonies_per_minute_per_source = u32::MAX;
+            config.ceremonies_per_minute_per_person = u32::MAX;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.public_url = Some(format!("{}://{addr}", if tls { "https" } else { "http" }));
