@@ -1020,22 +1020,28 @@ pub async fn decision_finish(
     let (cred, _) = assertion_finish(state, &c, response, now).await?;
     // The signed clientDataJSON must carry exactly this operation and decision.
     // ... and, from binding version 2, the reason sent with it.
-    let bound = ApprovalBinding::from_client_data_json(cdj)
-        .and_then(|b| b.check(&record.operation, decision).and_then(|()| b.check_reason(reason)));
-    if let Err(e) = bound {
-        // This person's key signed something else than what the gateway holds: the
-        // sign of a substituted operation on their screen. Audited, at most once a
-        // minute per person and code (each refusal is still answered and counted).
-        let actor = format!("approver:{}", who.approver.id);
-        if state.refusals.admit(&actor, e.code(), now) {
-            let event = AuditEvent::new(actor, "decision.binding_refused")
-                .operation(&record.operation.id, &record.digest)
-                .detail("code", e.code())
-                .detail("credential", cred.id.as_str());
-            state.store.audit(&event, now).await?;
+    let bound = ApprovalBinding::from_client_data_json(cdj).and_then(|b| {
+        b.check(&record.operation, decision)?;
+        b.check_reason(reason)?;
+        Ok(b)
+    });
+    let binding = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            // This person's key signed something else than what the gateway holds: the
+            // sign of a substituted operation on their screen. Audited, at most once a
+            // minute per person and code (each refusal is still answered and counted).
+            let actor = format!("approver:{}", who.approver.id);
+            if state.refusals.admit(&actor, e.code(), now) {
+                let event = AuditEvent::new(actor, "decision.binding_refused")
+                    .operation(&record.operation.id, &record.digest)
+                    .detail("code", e.code())
+                    .detail("credential", cred.id.as_str());
+                state.store.audit(&event, now).await?;
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
-    }
+    };
 
     let pool = state.store.pool();
     let mut tx = pool.begin().await?;
@@ -1074,7 +1080,10 @@ pub async fn decision_finish(
     let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.counted")
         .operation(&record.operation.id, &record.digest)
         .detail("decision", decision.to_string())
-        .detail("credential", cred.id.as_str());
+        .detail("credential", cred.id.as_str())
+        // What the person wrote, and whether their key signed it (binding v2).
+        .detail("reason", reason.unwrap_or_default())
+        .detail("reason_signed", binding.reason.is_some());
     state.store.append_in(&mut tx, &event, now).await?;
     state.store.commit(tx).await?;
     settle(state, &record, now).await

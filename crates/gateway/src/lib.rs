@@ -11,6 +11,9 @@
 //! | [`release`] | the signed document settlement receives |
 //! | [`store`] | SQLite / PostgreSQL, the audit chain, exactly-once transitions |
 //! | [`invariants`] | the independent check of every promise (`countersign-gateway check`) |
+//! | [`decoy`] | decoy login challenges: `login/start` does not tell who exists |
+//! | [`rate`] | rate limits for logins and enrollments started without a session |
+//! | [`race`] | test hooks that widen the intake and settlement windows (zero otherwise) |
 //! | [`assets`] | listed assets and address checks per network |
 //! | [`http`] | connection, header and body limits (slowloris, floods) |
 //! | [`config`], [`keys`], [`clock`], [`metrics`], [`error`] | the edges |

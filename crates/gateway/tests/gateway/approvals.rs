@@ -30,7 +30,10 @@ pub struct Approver {
 }
 
 /// Sign a standard `webauthn.get` (login, freeze) with the key.
-async fn assert_standard(token: &SoftKey, options: PublicKeyCredentialRequestOptions) -> PublicKeyCredential {
+pub async fn assert_standard(
+    token: &SoftKey,
+    options: PublicKeyCredentialRequestOptions,
+) -> PublicKeyCredential {
     countersign_keys::sign_standard(token.clone(), &ceremony(), options, ORIGIN).await.unwrap()
 }
 

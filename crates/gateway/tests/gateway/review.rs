@@ -339,25 +339,7 @@ pub async fn the_intake_lock_holds_a_widened_window(db: Db) {
     let record = gw.state.store.api_key("key_mm1").await.unwrap().unwrap();
     gw.state.race_windows.widen(Window::Intake, Duration::from_millis(100));
     let body = serde_json::to_vec(&eth("1.5")).unwrap(); // $4,500 each; the budget is $25,000 per hour
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..8 {
-        let (state, record, body, now) = (gw.state.clone(), record.clone(), body.clone(), gw.now());
-        set.spawn(async move {
-            countersign_gateway::intake::submit(
-                &state,
-                &record,
-                &format!("wide-{i}"),
-                &body,
-                "127.0.0.1".parse().unwrap(),
-                now,
-            )
-            .await
-            .unwrap()
-            .record
-            .state
-        });
-    }
-    let states = set.join_all().await;
+    let states = submit_at_once(&gw, &record, &body, 8).await;
     gw.state.race_windows.widen(Window::Intake, Duration::ZERO);
     let released = states.iter().filter(|s| s.as_str() == "released").count();
     assert_eq!(released, 5, "5 × $4,500 fit in $25,000; the rest wait: {states:?}");
@@ -550,14 +532,7 @@ pub async fn login_start_does_not_reveal_who_exists(db: Db) {
     let real = start("alice").await;
     let options: webauthn_rs::prelude::RequestChallengeResponse =
         serde_json::from_value(real["options"].clone()).unwrap();
-    let signed = countersign_keys::sign_standard(
-        alice.token.clone(),
-        &ceremony(),
-        options.public_key,
-        "https://localhost",
-    )
-    .await
-    .unwrap();
+    let signed = assert_standard(&alice.token, options.public_key).await;
     // 1. A credential the ceremony did not offer.
     let decoy = start("mallory").await;
     let r_real = finish(&start("alice").await, &signed).await; // alice's own key, another challenge
@@ -639,14 +614,7 @@ pub async fn a_login_flood_does_not_stop_a_freeze(db: Db) {
     assert_eq!(r.status, 200, "{:?}", r.body);
     let options: webauthn_rs::prelude::RequestChallengeResponse =
         serde_json::from_value(r.body["options"].clone()).unwrap();
-    let credential = countersign_keys::sign_standard(
-        carol.token.clone(),
-        &ceremony(),
-        options.public_key,
-        "https://localhost",
-    )
-    .await
-    .unwrap();
+    let credential = assert_standard(&carol.token, options.public_key).await;
     let done = post(
         &gw,
         "/v1/freeze",
@@ -734,4 +702,9 @@ pub async fn a_decisions_reason_is_signed(db: Db) {
     let member = countersign_core::ApprovalBinding::from_client_data_json(&cdj).unwrap();
     member.check_reason(Some(&reason)).unwrap();
     assert_eq!(reason, "not our address");
+    // The audit chain shows it with the signature's verdict.
+    let entries = gw.state.store.audit_events().await.unwrap();
+    let counted = entries.iter().find(|e| e.event == "decision.counted").unwrap();
+    assert_eq!(counted.details["reason"], "not our address");
+    assert_eq!(counted.details["reason_signed"], true);
 }

@@ -779,25 +779,7 @@ pub async fn concurrent_small_withdrawals_cannot_overspend_the_budget(db: Db) {
     let record = gw.state.store.api_key("key_mm1").await.unwrap().unwrap();
     let body = serde_json::to_vec(&eth("0.8")).unwrap(); // $2,400; the key's budget is $25,000 per hour
     // Straight into intake (authentication is not what is raced here), all at once.
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..24 {
-        let (state, record, body, now) = (gw.state.clone(), record.clone(), body.clone(), gw.now());
-        set.spawn(async move {
-            countersign_gateway::intake::submit(
-                &state,
-                &record,
-                &format!("burst-{i}"),
-                &body,
-                "127.0.0.1".parse().unwrap(),
-                now,
-            )
-            .await
-            .unwrap()
-            .record
-            .state
-        });
-    }
-    let states = set.join_all().await;
+    let states = submit_at_once(&gw, &record, &body, 24).await;
     let released = states.iter().filter(|s| s.as_str() == "released").count();
     assert_eq!(states.len(), 24);
     assert_eq!(released, 10, "10 × $2,400 fit in $25,000; the 11th must wait for approval: {states:?}");

@@ -513,6 +513,30 @@ impl Reply {
     }
 }
 
+/// `n` withdrawals with `body` straight into intake (no HTTP, no request signing:
+/// what is raced is intake itself), all at once; their states.
+#[allow(dead_code)] // not every binary that includes this module races intake
+pub async fn submit_at_once(
+    gw: &Gateway,
+    key: &ApiKeyRecord,
+    body: &[u8],
+    n: usize,
+) -> Vec<countersign_gateway::store::OpState> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (state, key, body, now) = (gw.state.clone(), key.clone(), body.to_vec(), gw.now());
+        set.spawn(async move {
+            let ip = "127.0.0.1".parse().unwrap();
+            countersign_gateway::intake::submit(&state, &key, &format!("burst-{i}"), &body, ip, now)
+                .await
+                .unwrap()
+                .record
+                .state
+        });
+    }
+    set.join_all().await
+}
+
 pub fn eth(amount: &str) -> Value {
     eth_to(amount, "0x8ba1f109551bD432803012645Ac136ddd64DBA72")
 }
