@@ -805,14 +805,17 @@ pub async fn login_finish(
 
 /// A refused ceremony in the audit chain, at most once a minute per source and
 /// code (every refusal is still answered and counted in `/metrics`).
-async fn audit_refused_ceremony(
+pub(crate) async fn audit_refused_ceremony(
     state: &AppState,
     purpose: &str,
     e: &Error,
     source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<()> {
-    if e.status.is_server_error() || e.code == "ceremony.rate_limited" {
+    // The refusals of the hardware-key ceremony itself; not rate limits, state
+    // conflicts (decision.*) or bindings (audited as decision.binding_refused).
+    let probing = ["ceremony.", "assertion.", "enroll."].iter().any(|p| e.code.starts_with(p));
+    if e.status.is_server_error() || e.code == "ceremony.rate_limited" || !probing {
         return Ok(());
     }
     let actor = format!("source:{source}");

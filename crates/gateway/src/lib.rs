@@ -705,6 +705,7 @@ async fn decision_challenge(
 
 async fn decision_finish(
     State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Path(id): Path<String>,
     headers: HeaderMap,
     b: JsonBody<AssertionFinish>,
@@ -712,6 +713,7 @@ async fn decision_finish(
     let r = async {
         let who = bearer(&state, &headers).await?;
         let b = body(b)?;
+        let now = state.clock.now();
         let outcome = approvers::decision_finish(
             &state,
             &who,
@@ -719,10 +721,13 @@ async fn decision_finish(
             &b.ceremony,
             &b.credential,
             b.reason.as_deref(),
-            state.clock.now(),
+            now,
         )
-        .await?;
-        Ok(axum::Json(json!(outcome)).into_response())
+        .await;
+        if let Err(e) = &outcome {
+            approvers::audit_refused_ceremony(&state, "decision", e, peer.ip(), now).await?;
+        }
+        Ok(axum::Json(json!(outcome?)).into_response())
     };
     respond(&state, r.await)
 }
@@ -756,15 +761,22 @@ async fn freeze_challenge(State(state): State<AppState>, headers: HeaderMap) -> 
     respond(&state, r.await)
 }
 
-async fn freeze(State(state): State<AppState>, headers: HeaderMap, b: JsonBody<AssertionFinish>) -> Response {
+async fn freeze(
+    State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    b: JsonBody<AssertionFinish>,
+) -> Response {
     let r = async {
         let who = bearer(&state, &headers).await?;
         let b = body(b)?;
         let reason = b.reason.as_deref().unwrap_or("break glass");
-        let changed =
-            approvers::freeze_finish(&state, &who, &b.ceremony, &b.credential, reason, state.clock.now())
-                .await?;
-        Ok(axum::Json(json!({ "frozen": true, "changed": changed })).into_response())
+        let now = state.clock.now();
+        let changed = approvers::freeze_finish(&state, &who, &b.ceremony, &b.credential, reason, now).await;
+        if let Err(e) = &changed {
+            approvers::audit_refused_ceremony(&state, "freeze", e, peer.ip(), now).await?;
+        }
+        Ok(axum::Json(json!({ "frozen": true, "changed": changed? })).into_response())
     };
     respond(&state, r.await)
 }

@@ -226,6 +226,8 @@ pub async fn binding_refusals_are_audited_only_over_a_real_signature(db: Db) {
         assert_eq!((r.status, r.code()), (401, "assertion.bad_signature"), "{:?}", r.body);
     }
     assert_eq!(count(&gw, "decision.binding_refused").await, 0, "no evidence from forged signatures");
+    // The probing itself is on record, by source address, once a minute per code.
+    assert_eq!(count(&gw, "ceremony.refused").await, 1);
     // Really signed by alice's key over another digest: evidence, once a minute.
     for _ in 0..3 {
         let r = decide(&gw, &mut alice, &id, Decision::Approve, &substitute).await;
