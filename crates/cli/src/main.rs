@@ -94,8 +94,8 @@ enum Command {
         /// The policy settlement trusts (JSON).
         #[arg(long)]
         policy: PathBuf,
-        /// The gateway's Ed25519 public key, base64url.
-        #[arg(long)]
+        /// The gateway's Ed25519 public key, base64url (it may begin with '-').
+        #[arg(long, allow_hyphen_values = true)]
         gateway_key: String,
     },
     /// Admins: people, keys and administrative changes (each change waits for the
@@ -204,8 +204,8 @@ enum AuditCommand {
     /// Verify an exported audit chain offline and name the first broken entry.
     Verify {
         file: PathBuf,
-        /// The gateway's Ed25519 public key, base64url.
-        #[arg(long)]
+        /// The gateway's Ed25519 public key, base64url (it may begin with '-').
+        #[arg(long, allow_hyphen_values = true)]
         gateway_key: String,
     },
 }
@@ -631,5 +631,36 @@ async fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// One base64url key in 64 begins with '-': it is a value, not a flag.
+    #[test]
+    fn keys_beginning_with_a_hyphen_are_values() {
+        let key = "-2yQ9f6Xb3c4d5e6f7g8h9i0j1k2l3m4n5o6p7q8r9s";
+        let cli =
+            Cli::try_parse_from(["countersign", "audit", "verify", "x.jsonl", "--gateway-key", key]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Audit(AuditCommand::Verify { gateway_key, .. }) if gateway_key == key)
+        );
+        let cli = Cli::try_parse_from([
+            "countersign",
+            "verify-certificate",
+            "release.json",
+            "--registry",
+            "r.json",
+            "--policy",
+            "p.json",
+            "--gateway-key",
+            key,
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::VerifyCertificate { gateway_key, .. } if gateway_key == key));
     }
 }

@@ -202,8 +202,9 @@ enum AuditCommand {
     Verify {
         /// The export file.
         file: PathBuf,
-        /// The gateway public key (base64url); by default, this gateway's.
-        #[arg(long)]
+        /// The gateway public key (base64url; it may begin with '-'); by default,
+        /// this gateway's.
+        #[arg(long, allow_hyphen_values = true)]
         key: Option<String>,
     },
 }
