@@ -406,7 +406,7 @@ async fn enroll_start_inner(
     source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<(String, CreationChallengeResponse)> {
-    admit_unauthenticated(state, source, None, now).await?;
+    crate::rate::admit(state, source, None, now).await?;
     let code_hash = hash_secret(code.trim());
     let row =
         sqlx::query("SELECT approver_id, expires_at, used_at FROM enrollment_codes WHERE code_hash = $1")
@@ -651,36 +651,6 @@ async fn assertion_start(
         .map_err(|e| Error::internal(format!("start authentication: {e:?}")))
 }
 
-/// Admission for a ceremony anyone may start (login, enrollment): the rate limits
-/// per source and per person, then the cap on ceremonies stored at once.
-async fn admit_unauthenticated(
-    state: &AppState,
-    source: std::net::IpAddr,
-    person: Option<&str>,
-    now: Timestamp,
-) -> Result<()> {
-    let c = &state.config;
-    state.ceremony_limits.admit(
-        source,
-        person,
-        c.ceremonies_per_minute_per_source,
-        c.ceremonies_per_minute_per_person,
-        now,
-    )?;
-    let outstanding: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ceremonies WHERE expires_at > $1")
-        .bind(now.unix())
-        .fetch_one(state.store.pool())
-        .await?;
-    if outstanding >= c.max_outstanding_ceremonies {
-        return Err(err(
-            503,
-            "ceremony.busy",
-            "too many logins and enrollments are waiting to be answered; retry shortly",
-        ));
-    }
-    Ok(())
-}
-
 /// Begin a login. Who exists is not revealed: a person who is unknown, revoked or
 /// without an active key gets a decoy challenge ([`crate::decoy`]), answered by a
 /// refusal at `login/finish` like any wrong key.
@@ -693,7 +663,7 @@ pub async fn login_start(
     source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<(String, RequestChallengeResponse)> {
-    admit_unauthenticated(state, source, Some(id.as_str()), now).await?;
+    crate::rate::admit(state, source, Some(id.as_str()), now).await?;
     let person = approver(state, id).await?;
     let real = match &person {
         Some(p) => match assertion_start(state, p).await {
@@ -837,7 +807,7 @@ async fn login_finish_inner(
 ) -> Result<(String, Timestamp)> {
     let c = take_ceremony(state, ceremony_id, "login", now).await?;
     if let Ok(decoy) = serde_json::from_str::<crate::decoy::Decoy>(&c.state) {
-        return Err(crate::decoy::finish(state, &decoy, response));
+        return Err(webauthn_error("assertion.invalid", &crate::decoy::finish(state, &decoy, response)));
     }
     let (cred, _) = assertion_finish(state, &c, response, now).await?;
     let token = BASE64URL_NOPAD.encode(&random_bytes::<32>().map_err(Error::internal)?);

@@ -17,7 +17,7 @@
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use webauthn_rs::prelude::{PublicKeyCredential, RequestChallengeResponse};
+use webauthn_rs::prelude::{PublicKeyCredential, RequestChallengeResponse, WebauthnError};
 use webauthn_rs_proto::{
     AllowCredentials, PublicKeyCredentialHints, PublicKeyCredentialRequestOptions,
     RequestAuthenticationExtensions, UserVerificationPolicy,
@@ -80,45 +80,36 @@ pub fn start(
     Ok((options, decoy))
 }
 
-/// The refusal a real ceremony would give this response (a decoy never succeeds).
+/// The refusal a real ceremony would give this response (a decoy never succeeds),
+/// as the `webauthn-rs` error, so the gateway maps it to the same code and message
+/// as a real one (`approvers::webauthn_error`).
 #[must_use]
-pub fn finish(state: &AppState, decoy: &Decoy, response: &PublicKeyCredential) -> Error {
-    let refuse = |status: u16, code: &'static str, message: &str| {
-        Error::new(
-            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::UNAUTHORIZED),
-            code,
-            message,
-        )
-    };
+pub fn finish(state: &AppState, decoy: &Decoy, response: &PublicKeyCredential) -> WebauthnError {
     let raw_id = BASE64URL_NOPAD.encode(response.raw_id.as_ref());
     if !decoy.decoy_credentials.contains(&raw_id) {
-        return refuse(401, "assertion.unknown_credential", "this key is not one the ceremony allowed");
+        return WebauthnError::CredentialNotFound;
     }
     let client_data: serde_json::Value =
         serde_json::from_slice(response.response.client_data_json.as_ref()).unwrap_or_default();
     if client_data["type"] != "webauthn.get" {
-        return refuse(401, "assertion.wrong_type", "clientDataJSON.type is not webauthn.get");
+        return WebauthnError::InvalidClientDataType;
     }
     if client_data["challenge"].as_str() != Some(decoy.decoy_challenge.as_str()) {
-        return refuse(401, "assertion.wrong_challenge", "the signed challenge is not this ceremony's");
+        return WebauthnError::MismatchedChallenge;
     }
     if client_data["origin"].as_str() != Some(state.config.webauthn.origin.as_str()) {
-        return refuse(401, "assertion.wrong_origin", "the signed origin is not this gateway's");
+        return WebauthnError::InvalidRPOrigin;
     }
     let auth_data: &[u8] = response.response.authenticator_data.as_ref();
     let rp_id_hash = Sha256::digest(state.config.webauthn.rp_id.as_bytes());
     if auth_data.len() < 37 || auth_data[..32] != rp_id_hash[..] {
-        return refuse(401, "assertion.wrong_rp", "the key signed for another relying party (rpIdHash)");
+        return WebauthnError::InvalidRPIDHash;
     }
     if auth_data[32] & 0x01 == 0 {
-        return refuse(401, "assertion.no_user_presence", "the key did not confirm a touch (UP flag clear)");
+        return WebauthnError::UserNotPresent;
     }
     if auth_data[32] & 0x04 == 0 {
-        return refuse(
-            401,
-            "assertion.no_user_verification",
-            "the key did not verify the user (UV flag clear: no PIN)",
-        );
+        return WebauthnError::UserNotVerified;
     }
-    refuse(401, "assertion.bad_signature", "the signature does not verify with the enrolled key")
+    WebauthnError::SignatureInvalid
 }

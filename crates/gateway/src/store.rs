@@ -1113,6 +1113,17 @@ impl Store {
         Ok(true)
     }
 
+    /// Ceremonies stored and not yet expired (the cap on unauthenticated starts).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn outstanding_ceremonies(&self, now: Timestamp) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ceremonies WHERE expires_at > $1")
+            .bind(now.unix())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Lock one operation for the rest of the caller's transaction and read its
     /// state: decisions on it and its transition are serialised (PostgreSQL: the row
     /// lock, on every instance; SQLite: its one connection is held by the
