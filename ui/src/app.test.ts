@@ -170,6 +170,28 @@ describe("Countersign Desktop UI", () => {
     expect(q("approve")).toBeNull();
   });
 
+  test("history shows each decision's reason with what its signature says", async () => {
+    const rejected = sampleOperation(7, "3");
+    rejected.state = "rejected";
+    rejected.decisions = [
+      { approver: "carol", decision: "approve", reason: null, decided_at: "2026-12-06T10:00:00Z", check: { verdict: "signed" } },
+      { approver: "alice", decision: "reject", reason: "approved by phone", decided_at: "2026-12-06T10:01:00Z", check: { verdict: "reason_altered" } },
+    ];
+    const backend = new FakeBackend({ operations: [rejected] });
+    await loggedIn(backend);
+    q("tab-history")!.click();
+    await until(() => all("history-row").length === 1, "history rows");
+    all("history-row")[0].click();
+    await until(() => all("decision").length === 2, "decisions");
+    const [approved, vetoed] = [...all("decision")];
+    expect(approved.dataset.verdict).toBe("signed");
+    expect(approved.textContent).toContain("carol approved");
+    expect(approved.querySelector(".verdict.ok")!.textContent).toContain("Signed by their key");
+    expect(vetoed.textContent).toContain("alice rejected");
+    expect(vetoed.textContent).toContain("\u201capproved by phone\u201d");
+    expect(vetoed.querySelector(".verdict.bad")!.textContent).toContain("ALTERED");
+  });
+
   test("settings show the gateway, the pinned key and the keys, nothing secret", async () => {
     const backend = new FakeBackend();
     await loggedIn(backend);

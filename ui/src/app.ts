@@ -1,5 +1,5 @@
 import type { Backend } from "./backend";
-import { amountLine, badge, destination, explainSignal, flatten, quorumLine, timeLeft } from "./format";
+import { amountLine, badge, checkVerdict, decisionLine, destination, explainSignal, flatten, quorumLine, timeLeft } from "./format";
 import type { AdminOverview, AppError, Decision, KeyInfo, KeyPrompt, Operation, Settings, Status } from "./types";
 
 /** Build an element. Text is always set as text, never parsed as HTML: operation
@@ -540,8 +540,31 @@ export class App {
         ...flatten(op.operation).map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))),
         h("tr", {}, h("th", {}, "digest"), h("td", {}, op.digest)),
       ),
+      ...this.renderDecisions(op),
       actions ? h("div", { class: "actions" }, approve, reason, reject) : h("p", { class: "muted", "data-testid": "final-state" }, `Outcome: ${op.state}.`),
     );
+  }
+
+  /** The decisions so far, each with what its signature says (checked in Rust). */
+  private renderDecisions(op: Operation): HTMLElement[] {
+    const decisions = op.decisions ?? [];
+    if (decisions.length === 0) return [];
+    return [
+      h("h3", {}, "Decisions"),
+      h(
+        "ul",
+        { class: "decisions" },
+        ...decisions.map((d) => {
+          const verdict = checkVerdict(d.check);
+          return h(
+            "li",
+            { "data-testid": "decision", "data-verdict": d.check.verdict },
+            h("span", {}, decisionLine(d)),
+            h("span", { class: verdict.ok ? "verdict ok" : "verdict bad" }, ` ${verdict.ok ? "✓" : "⚠"} ${verdict.text}`),
+          );
+        }),
+      ),
+    ];
   }
 
   private toast(message: string, error = false): void {

@@ -172,6 +172,8 @@ export class FakeBackend implements Backend {
     this.decided.push({ id, decision, reason });
     const op = this.ops.find((o) => o.operation.id === id)!;
     op.state = decision === "reject" ? "rejected" : "pending";
+    const decided_at = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+    op.decisions = [...(op.decisions ?? []), { approver: this.approver ?? "?", decision, reason, decided_at, check: { verdict: "signed" } }];
     return { state: op.state };
   }
 

@@ -1,4 +1,4 @@
-import type { Operation, RiskSignal } from "./types";
+import type { DecisionCheck, Operation, RecordedDecision, RiskSignal } from "./types";
 
 /** A risk signal in words an approver can act on. */
 export function explainSignal(s: RiskSignal): string {
@@ -84,4 +84,26 @@ export function flatten(value: unknown, prefix = ""): [string, string][] {
     });
   }
   return [[prefix, value === null ? "null" : String(value)]];
+}
+
+/** One recorded decision in words: who decided what, and what they wrote. */
+export function decisionLine(d: RecordedDecision): string {
+  const what = d.decision === "approve" ? "approved" : "rejected";
+  return `${d.approver} ${what} at ${d.decided_at}${d.reason ? `: “${d.reason}”` : ""}`;
+}
+
+/** What the signature says about a recorded decision, and whether that is good. */
+export function checkVerdict(c: DecisionCheck): { ok: boolean; text: string } {
+  switch (c.verdict) {
+    case "signed":
+      return { ok: true, text: "Signed by their key, with these words." };
+    case "reason_altered":
+      return { ok: false, text: "ALTERED: their key signed a different reason. This is not what they wrote." };
+    case "reason_unsigned":
+      return { ok: false, text: "The decision is signed, but this reason is not (an older client): only the gateway says so." };
+    case "key_not_in_registry":
+      return { ok: false, text: "Cannot check: the key that signed it is not in the registry (revoked since, or unknown)." };
+    case "invalid":
+      return { ok: false, text: `INVALID signature: ${c.problem}` };
+  }
 }

@@ -26,6 +26,25 @@ export interface Operation {
     expires_at?: string;
   } | null;
   risk: { score?: number; signals?: RiskSignal[] } | null;
+  /** Decisions so far, each checked in Rust against the key that signed it. */
+  decisions?: RecordedDecision[];
+}
+
+/** `countersign_core::certificate::DecisionCheck`: what the signature says. */
+export type DecisionCheck =
+  | { verdict: "signed" }
+  | { verdict: "reason_altered" }
+  | { verdict: "reason_unsigned" }
+  | { verdict: "key_not_in_registry" }
+  | { verdict: "invalid"; problem: string };
+
+/** `countersign_client::CheckedDecision`. */
+export interface RecordedDecision {
+  approver: string;
+  decision: Decision;
+  reason: string | null;
+  decided_at: string;
+  check: DecisionCheck;
 }
 
 export interface Status {

@@ -105,6 +105,16 @@ enum Command {
     /// Audit chain exports.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Tests and demo builds only: make a SOFTWARE key state file with a PIN (read like
+    /// any PIN: from the terminal, or a line of standard input). Never for real
+    /// approvals; the key is labelled and attested as software.
+    #[cfg(feature = "softkey")]
+    #[command(hide = true)]
+    SoftKeyCreate {
+        file: PathBuf,
+        #[arg(long, default_value = "software key")]
+        label: String,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -279,6 +289,20 @@ fn ceremony() -> Ceremony {
     Ceremony::new(Arc::new(Terminal))
 }
 
+/// One recorded decision and what its signature says about it.
+fn decision_line(d: &countersign_client::CheckedDecision) -> String {
+    use countersign_core::certificate::DecisionCheck;
+    let verdict = match &d.check {
+        DecisionCheck::Signed => "signed by their key".to_owned(),
+        DecisionCheck::ReasonAltered => "ALTERED: their key signed a different reason".to_owned(),
+        DecisionCheck::ReasonUnsigned => "the reason is not signed (older client)".to_owned(),
+        DecisionCheck::KeyNotInRegistry => "cannot check: the key is not in the registry".to_owned(),
+        DecisionCheck::Invalid { problem } => format!("INVALID signature: {problem}"),
+    };
+    let reason = d.reason.as_deref().map(|r| format!(" \"{r}\"")).unwrap_or_default();
+    format!("  {} {} at {}{reason}  [{verdict}]", d.approver, d.decision, d.decided_at)
+}
+
 fn summary(op: &VerifiedOperation) -> String {
     let v = serde_json::to_value(&op.operation).unwrap_or(Value::Null);
     let (kind, details) = (v["action"]["kind"].as_str().unwrap_or("operation"), &v["action"]["details"]);
@@ -368,6 +392,10 @@ async fn run(cli: Cli) -> Outcome {
             fields("", &op.risk, &mut lines);
             lines.push("quorum:".into());
             fields("", &op.verdict, &mut lines);
+            if !op.decisions.is_empty() {
+                lines.push("decisions (each signature checked here):".into());
+                lines.extend(op.decisions.iter().map(decision_line));
+            }
             ctx.print(lines.join("\n"), json!(op));
         }
         Command::Approve { id } => decide(&ctx, &id, Decision::Approve, None).await?,
@@ -430,6 +458,17 @@ async fn run(cli: Cli) -> Outcome {
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "countersign", &mut std::io::stdout());
+        }
+        #[cfg(feature = "softkey")]
+        Command::SoftKeyCreate { file, label } => {
+            use countersign_keys::Prompt as _;
+            eprintln!("\x1b[41;97m WARNING: SOFTWARE KEY — not a security key; tests and demo only \x1b[0m");
+            let request = countersign_keys::PinRequest { retries_left: None, previous_attempt_wrong: false };
+            let pin = Terminal.pin(&request).ok_or_else(|| local("no PIN given"))?;
+            let key =
+                countersign_softkey::SoftKey::create(&file, &label).map_err(|e| local(e.to_string()))?;
+            key.set_pin(pin.expose()).map_err(|e| local(e.to_string()))?;
+            ctx.print(format!("Software key {} created", file.display()), json!({"file": file}));
         }
         Command::Man => {
             clap_mangen::Man::new(Cli::command())

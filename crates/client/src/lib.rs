@@ -27,6 +27,6 @@ pub use api::{Client, DecisionChallenge, Enrolled, Info, RelyingParty, Session};
 pub use error::{Error, Result};
 pub use events::{Event, Update};
 pub use link::EnrollmentLink;
-pub use operation::VerifiedOperation;
+pub use operation::{CheckedDecision, VerifiedOperation};
 pub use profile::Profile;
 pub use transport::REQUEST_TIMEOUT;

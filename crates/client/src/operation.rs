@@ -7,8 +7,10 @@
 //! everything signed comes from [`VerifiedOperation::operation`].
 
 use countersign_core::canonical::{self, Digest, Fingerprint};
-use countersign_core::{Decision, Operation};
-use serde::Serialize;
+use countersign_core::certificate::{CertifiedApproval, DecisionCheck, Registry, check_decision};
+use countersign_core::id::ApproverId;
+use countersign_core::{Decision, Operation, Timestamp};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{Error, Result};
@@ -28,6 +30,72 @@ pub struct VerifiedOperation {
     pub verdict: Value,
     /// Risk signals about the initiating API key, as the gateway reports them.
     pub risk: Value,
+    /// The decisions recorded so far, each checked here against its signature.
+    pub decisions: Vec<CheckedDecision>,
+}
+
+/// One recorded decision and what its signature says about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedDecision {
+    pub approver: ApproverId,
+    pub decision: Decision,
+    /// What the gateway says the person wrote.
+    pub reason: Option<String>,
+    pub decided_at: Timestamp,
+    /// Checked in this client against the registry: [`DecisionCheck`].
+    pub check: DecisionCheck,
+}
+
+/// A decision as the gateway's view carries it.
+#[derive(Debug, Deserialize)]
+struct RecordedDecision {
+    approver: ApproverId,
+    credential_id: String,
+    decision: Decision,
+    reason: Option<String>,
+    authenticator_data: String,
+    client_data_json: String,
+    signature: String,
+    decided_at: Timestamp,
+}
+
+/// The decisions in an operation view, each checked against `registry`: the
+/// signature, that it binds this operation and decision, and that the reason shown
+/// is the one signed. Without a registry, every decision is [`DecisionCheck::KeyNotInRegistry`].
+///
+/// # Errors
+/// [`Error::Protocol`] for a malformed decisions list.
+pub fn check_decisions(
+    op: &Operation,
+    view: &Value,
+    registry: Option<&Registry>,
+) -> Result<Vec<CheckedDecision>> {
+    let Some(list) = view.get("decisions") else { return Ok(Vec::new()) };
+    let recorded: Vec<RecordedDecision> = serde_json::from_value(list.clone())
+        .map_err(|e| Error::Protocol(format!("malformed decisions: {e}")))?;
+    Ok(recorded
+        .into_iter()
+        .map(|d| {
+            let signed = CertifiedApproval {
+                approver: d.approver.clone(),
+                credential_id: d.credential_id,
+                authenticator_data: d.authenticator_data,
+                client_data_json: d.client_data_json,
+                signature: d.signature,
+            };
+            let check = match registry {
+                Some(r) => check_decision(op, d.decision, d.reason.as_deref(), &signed, r),
+                None => DecisionCheck::KeyNotInRegistry,
+            };
+            CheckedDecision {
+                approver: d.approver,
+                decision: d.decision,
+                reason: d.reason,
+                decided_at: d.decided_at,
+                check,
+            }
+        })
+        .collect())
 }
 
 impl VerifiedOperation {
@@ -37,6 +105,15 @@ impl VerifiedOperation {
     /// [`Error::Tampered`] when the canonical form does not decode or any claim
     /// differs from it; [`Error::Protocol`] when fields are missing.
     pub fn from_view(view: &Value) -> Result<VerifiedOperation> {
+        Self::from_view_checked(view, None)
+    }
+
+    /// [`VerifiedOperation::from_view`], with the decisions on it checked against
+    /// `registry` ([`check_decisions`]).
+    ///
+    /// # Errors
+    /// As [`VerifiedOperation::from_view`], and for a malformed decisions list.
+    pub fn from_view_checked(view: &Value, registry: Option<&Registry>) -> Result<VerifiedOperation> {
         let field =
             |name: &str| view.get(name).ok_or_else(|| Error::Protocol(format!("operation without {name}")));
         let canonical_text = field("canonical")?
@@ -65,12 +142,13 @@ impl VerifiedOperation {
             ));
         }
         Ok(VerifiedOperation {
-            operation,
             digest,
             fingerprint,
             state: field("state")?.as_str().unwrap_or_default().to_owned(),
             verdict: view.get("verdict").cloned().unwrap_or(Value::Null),
             risk: view.get("risk").cloned().unwrap_or(Value::Null),
+            decisions: check_decisions(&operation, view, registry)?,
+            operation,
         })
     }
 

@@ -385,6 +385,68 @@ pub fn verify_assertion(
     key.verify(&signed, &sig).map_err(|_| CertificateError::BadSignature { index })
 }
 
+/// What a recorded decision's signature says about it, for people reading it later
+/// (the desktop's history, the CLI): checked here, not taken from the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum DecisionCheck {
+    /// The person's key signed this decision on this operation, with the reason shown
+    /// (or with none, when none is shown).
+    Signed,
+    /// The key signed the decision, but not the reason shown: it was changed after
+    /// the touch (by the gateway or its database).
+    ReasonAltered,
+    /// A version 1 binding, which signs no reason: the reason shown is only the
+    /// gateway's word.
+    ReasonUnsigned,
+    /// The key is not in the registry (revoked since, or never known), so the
+    /// signature cannot be checked.
+    KeyNotInRegistry,
+    /// The signature or what it binds does not verify.
+    Invalid {
+        /// Why, in words.
+        problem: String,
+    },
+}
+
+/// Check one recorded decision (`decision` with `reason` by `signed.approver`'s key)
+/// on `op` against `registry`: the assertion as [`verify_assertion`] checks it, then
+/// whether the reason shown is the one signed.
+#[must_use]
+pub fn check_decision(
+    op: &Operation,
+    decision: Decision,
+    reason: Option<&str>,
+    signed: &CertifiedApproval,
+    registry: &Registry,
+) -> DecisionCheck {
+    let credential = registry
+        .approvers
+        .iter()
+        .filter(|p| p.id == signed.approver)
+        .flat_map(|p| &p.credentials)
+        .find(|c| c.credential_id == signed.credential_id);
+    let Some(credential) = credential else {
+        return DecisionCheck::KeyNotInRegistry;
+    };
+    if let Err(e) = verify_assertion(0, signed, credential, registry, op, decision) {
+        return DecisionCheck::Invalid { problem: e.to_string() };
+    }
+    let binding = BASE64URL_NOPAD
+        .decode(signed.client_data_json.as_bytes())
+        .ok()
+        .and_then(|cdj| ApprovalBinding::from_client_data_json(&cdj).ok());
+    let Some(binding) = binding else {
+        return DecisionCheck::Invalid { problem: "the binding does not parse".into() };
+    };
+    let reason = reason.filter(|r| !r.is_empty());
+    match (binding.check_reason(reason), binding.reason.is_some()) {
+        (Ok(()), _) => DecisionCheck::Signed,
+        (Err(_), true) => DecisionCheck::ReasonAltered,
+        (Err(_), false) => DecisionCheck::ReasonUnsigned,
+    }
+}
+
 /// Verify that `approvals` complete `quorum` for `op` under `policy`, against a
 /// registry already checked with [`SignedRegistry::verify`]. `released_at` is when
 /// the gateway released it (it must be before the operation expired). Returns the

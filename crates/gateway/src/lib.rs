@@ -667,11 +667,20 @@ async fn approver_operations(
             ApproverView::Pending => approvers::pending(&state, 200).await?,
             ApproverView::Decided => approvers::decided(&state, 200).await?,
         };
-        // Each person sees what their role and groups can act on, nothing else.
-        let items: Vec<_> = records
-            .iter()
-            .filter(|r| approvers::may_see(&who.approver, r))
-            .map(intake::operation_view)
+        // Each person sees what their role and groups can act on, nothing else, with
+        // the decisions made so far and what each key signed (the client checks them).
+        let visible: Vec<_> = records.iter().filter(|r| approvers::may_see(&who.approver, r)).collect();
+        let ids: Vec<&str> = visible.iter().map(|r| r.operation.id.as_str()).collect();
+        let decisions = state.store.decisions_on(&ids).await?;
+        let items: Vec<_> = visible
+            .into_iter()
+            .map(|r| {
+                let mut view = intake::operation_view(r);
+                let on: Vec<_> =
+                    decisions.iter().filter(|d| d.operation == r.operation.id.as_str()).collect();
+                view["decisions"] = json!(on);
+                view
+            })
             .collect();
         Ok(axum::Json(json!({ "operations": items })).into_response())
     };

@@ -114,6 +114,22 @@ impl FromStr for OpState {
     }
 }
 
+/// One recorded decision as the approvers' views carry it: who, with which key,
+/// what they said, and the signed assertion (base64url) to check it by.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordedDecision {
+    #[serde(skip)]
+    pub operation: String,
+    pub approver: String,
+    pub credential_id: String,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub authenticator_data: String,
+    pub client_data_json: String,
+    pub signature: String,
+    pub decided_at: Timestamp,
+}
+
 /// An API key as stored. Holds no secret: Ed25519 keys are public, HMAC secrets are
 /// derived from the gateway's master key and the salt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1372,6 +1388,45 @@ impl Store {
         }
         let rows = q.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(op_from_row).collect()
+    }
+
+    /// The decisions recorded on these operations, each with what its key signed, in
+    /// the order they were made: for people reading them later to check.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn decisions_on(&self, operations: &[&str]) -> Result<Vec<RecordedDecision>> {
+        if operations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=operations.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT operation_id, approver_id, credential_id, decision, reason, authenticator_data, \
+             client_data_json, signature, decided_at FROM decisions WHERE operation_id IN ({}) \
+             ORDER BY decided_at, approver_id",
+            placeholders.join(", ")
+        );
+        // Built only from numbered placeholders; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in operations {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RecordedDecision {
+                    operation: r.try_get(0)?,
+                    approver: r.try_get(1)?,
+                    credential_id: r.try_get(2)?,
+                    decision: r.try_get(3)?,
+                    reason: r.try_get(4)?,
+                    authenticator_data: r.try_get(5)?,
+                    client_data_json: r.try_get(6)?,
+                    signature: r.try_get(7)?,
+                    decided_at: ts(r.try_get(8)?)?,
+                })
+            })
+            .collect()
     }
 
     /// What intake weighs a withdrawal against, counting only withdrawals pending,

@@ -128,6 +128,12 @@ async fn approvers_work_from_the_terminal_and_settlement_verifies_offline() {
             assert_eq!(out.code, 0, "{out:?}");
             assert!(out.stdout.contains("the operation is pending"), "{out:?}");
             assert!(out.stderr.contains("Compare the fingerprint"), "{out:?}");
+            // Carol sees alice's approval, its signature checked by her own CLI.
+            let out = carol.run(&["show", &id], "");
+            assert_eq!(out.code, 0, "{out:?}");
+            assert!(out.stdout.contains("decisions (each signature checked here):"), "{out:?}");
+            assert!(out.stdout.contains("alice approve at "), "{out:?}");
+            assert!(out.stdout.contains("[signed by their key]"), "{out:?}");
             let out = carol.run(&["approve", &id, "--json"], &format!("{PIN}\n"));
             assert_eq!(out.code, 0, "{out:?}");
             assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap()["state"], "released");

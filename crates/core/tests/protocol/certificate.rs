@@ -367,3 +367,44 @@ fn the_published_certificate_vector_verifies() {
     let who = verify_quorum(&op, &q, &approvals, &reg, &policy(), at).unwrap();
     assert_eq!(serde_json::to_value(who).unwrap(), file["expected_approvers"]);
 }
+
+/// A decision read back later (history): the signature is checked against the
+/// registry, and the reason shown must be the one the key signed (binding v2).
+#[test]
+fn a_recorded_decisions_reason_is_checked_against_its_signature() {
+    let op = large();
+    let signed_with = |who: &str, decision, reason: Option<&str>| {
+        let binding = ApprovalBinding::with_reason(&op, decision, reason).unwrap();
+        let cdj = client_data_json("Y2hhbGxlbmdl", ORIGIN, &binding).unwrap();
+        sign_parts(who, &format!("cred-{who}"), &auth_data(RP, 0x05, 3), &cdj)
+    };
+    let reg = registry();
+    let rejected = signed_with("alice", Decision::Reject, Some("not our address"));
+    let verdict =
+        |reason: Option<&str>, a: &CertifiedApproval| check_decision(&op, Decision::Reject, reason, a, &reg);
+    assert_eq!(verdict(Some("not our address"), &rejected), DecisionCheck::Signed);
+    assert_eq!(verdict(Some("approved by phone"), &rejected), DecisionCheck::ReasonAltered);
+    assert_eq!(verdict(None, &rejected), DecisionCheck::ReasonAltered);
+    // An approval without a comment signs the empty reason; none shown is right.
+    let approved = signed_with("carol", Decision::Approve, None);
+    assert_eq!(check_decision(&op, Decision::Approve, None, &approved, &reg), DecisionCheck::Signed);
+    assert_eq!(
+        check_decision(&op, Decision::Approve, Some("ok"), &approved, &reg),
+        DecisionCheck::ReasonAltered
+    );
+    // Version 1 signs no reason: any reason shown is the gateway's word.
+    let v1 = assertion(&op, "alice", Decision::Reject, 0x05, 4);
+    assert_eq!(verdict(None, &v1), DecisionCheck::Signed);
+    assert_eq!(verdict(Some("not our address"), &v1), DecisionCheck::ReasonUnsigned);
+    // The decision shown must be the one signed, by a key the registry knows.
+    assert!(matches!(
+        check_decision(&op, Decision::Approve, Some("not our address"), &rejected, &reg),
+        DecisionCheck::Invalid { .. }
+    ));
+    let mut stranger = rejected.clone();
+    stranger.credential_id = "cred-mallory".into();
+    assert_eq!(verdict(Some("not our address"), &stranger), DecisionCheck::KeyNotInRegistry);
+    let mut forged = rejected.clone();
+    forged.signature = signed_with("bob", Decision::Reject, Some("not our address")).signature;
+    assert!(matches!(verdict(Some("not our address"), &forged), DecisionCheck::Invalid { .. }));
+}

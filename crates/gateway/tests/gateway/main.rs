@@ -68,6 +68,7 @@ both!(review => security_review:
     login_start_does_not_reveal_who_exists,
     a_login_flood_does_not_stop_a_freeze,
     a_decisions_reason_is_signed,
+    the_client_shows_each_decisions_reason_with_its_signatures_verdict,
 );
 
 both!(stories => intake:

@@ -710,3 +710,62 @@ pub async fn a_decisions_reason_is_signed(db: Db) {
     assert_eq!(counted.details["reason"], "not our address");
     assert_eq!(counted.details["reason_signed"], true);
 }
+
+/// #18.14, the reader's side: the approvers' views carry every decision with what
+/// its key signed, and the client checks each one itself. A reason changed in the
+/// database after the touch shows as altered, not as what the person said.
+pub async fn the_client_shows_each_decisions_reason_with_its_signatures_verdict(db: Db) {
+    use countersign_core::certificate::DecisionCheck;
+    let gw = Gateway::start_tls(db).await;
+    let (alice_client, alice, alice_key) = approver(&gw, "alice").await;
+    let (carol_client, carol, carol_key) = approver(&gw, "carol").await;
+    let key = gw.api_key("key_mm1", KeySpec::default()).await;
+    let pending_id = gw.withdraw(&key, &eth("5")).await.op_id();
+    let rejected_id = gw.withdraw(&key, &eth("6")).await.op_id();
+
+    // An approval so far on one; a rejection with a reason on the other.
+    let c = carol_client.challenge(&carol, &pending_id, Decision::Approve).await.unwrap();
+    carol_client.sign_decision(&carol, c, None, carol_key, &ceremony()).await.unwrap();
+    let c = alice_client.challenge(&alice, &rejected_id, Decision::Reject).await.unwrap();
+    let r =
+        alice_client.sign_decision(&alice, c, Some("not our address"), alice_key, &ceremony()).await.unwrap();
+    assert_eq!(r["state"], "rejected");
+
+    let pending = alice_client.pending(&alice).await.unwrap();
+    let op = pending.iter().find(|o| o.operation.id.to_string() == pending_id).unwrap();
+    assert_eq!(op.decisions.len(), 1, "{:?}", op.decisions);
+    assert_eq!(
+        (op.decisions[0].approver.as_str(), op.decisions[0].decision, &op.decisions[0].check),
+        ("carol", Decision::Approve, &DecisionCheck::Signed)
+    );
+    async fn history(
+        client: &countersign_client::Client,
+        session: &countersign_client::Session,
+        id: &str,
+    ) -> Vec<countersign_client::CheckedDecision> {
+        let ops = client.history(session).await.unwrap();
+        ops.into_iter().find(|o| o.operation.id.to_string() == id).unwrap().decisions
+    }
+    let decisions = history(&alice_client, &alice, &rejected_id).await;
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].reason.as_deref(), Some("not our address"));
+    assert_eq!(decisions[0].check, DecisionCheck::Signed);
+
+    // The database says she wrote something else: the signature says otherwise.
+    sqlx::query("UPDATE decisions SET reason = 'approved by phone' WHERE operation_id = $1")
+        .bind(&rejected_id)
+        .execute(gw.state.store.pool())
+        .await
+        .unwrap();
+    let decisions = history(&alice_client, &alice, &rejected_id).await;
+    assert_eq!(decisions[0].reason.as_deref(), Some("approved by phone"));
+    assert_eq!(decisions[0].check, DecisionCheck::ReasonAltered);
+    // And a decision flipped in the database no longer verifies at all.
+    sqlx::query("UPDATE decisions SET decision = 'approve', reason = NULL WHERE operation_id = $1")
+        .bind(&rejected_id)
+        .execute(gw.state.store.pool())
+        .await
+        .unwrap();
+    let decisions = history(&alice_client, &alice, &rejected_id).await;
+    assert!(matches!(decisions[0].check, DecisionCheck::Invalid { .. }), "{:?}", decisions[0]);
+}
