@@ -1,4 +1,4 @@
-import type { DecisionCheck, Operation, RecordedDecision, RiskSignal } from "./types";
+import type { DecisionCheck, KeyInfo, Operation, RecordedDecision, RiskSignal } from "./types";
 
 /** A risk signal in words an approver can act on. */
 export function explainSignal(s: RiskSignal): string {
@@ -106,4 +106,12 @@ export function checkVerdict(c: DecisionCheck): { ok: boolean; text: string } {
     case "invalid":
       return { ok: false, text: `INVALID signature: ${c.problem}` };
   }
+}
+
+/** A connected key in one line: its label, firmware and PIN tries left. */
+export function describeKey(k: KeyInfo): string {
+  const parts = [k.software ? `${k.label} (SOFTWARE)` : k.label];
+  if (k.firmware) parts.push(`firmware ${k.firmware}`);
+  if (k.pin_retries !== undefined && k.pin_retries !== null) parts.push(`${k.pin_retries} PIN tries left`);
+  return parts.join(" · ");
 }

@@ -14,6 +14,16 @@ async function backend(): Promise<Backend> {
   const decided = Array.from({ length: Number(params.get("decided") ?? "0") }, (_, i) => {
     const op = sampleOperation(count + i + 1, String(2 + i * 7));
     op.state = outcomes[i % outcomes.length];
+    // What the Rust side reports for each decision, its signature checked there.
+    const at = op.operation.created_at;
+    const signed = { verdict: "signed" } as const;
+    if (op.state === "released")
+      op.decisions = [
+        { approver: "carol", decision: "approve", reason: null, decided_at: at, check: signed },
+        { approver: "dave", decision: "approve", reason: null, decided_at: at, check: signed },
+      ];
+    if (op.state === "rejected")
+      op.decisions = [{ approver: "carol", decision: "reject", reason: "not a destination we use", decided_at: at, check: signed }];
     return op;
   });
   return new FakeBackend({
