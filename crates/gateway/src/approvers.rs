@@ -13,9 +13,7 @@ use std::collections::BTreeSet;
 
 use countersign_core::Timestamp;
 use countersign_core::binding::{ApprovalBinding, Decision};
-use countersign_core::certificate::{
-    CertifiedApproval, Registry, RegistryApprover, RegistryCredential, SignedRegistry,
-};
+use countersign_core::certificate::{Registry, RegistryApprover, RegistryCredential, SignedRegistry};
 use countersign_core::id::{ApproverId, GroupName};
 use countersign_core::operation::Role;
 use countersign_core::policy::{Quorum, Verdict};
@@ -24,7 +22,6 @@ use countersign_core::release::{ReleaseBasis, sign_release};
 use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, HEXLOWER};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use sqlx::Row;
 use webauthn_rs::prelude::*;
 use webauthn_rs_proto::{CredentialProtectionPolicy, ExtnState};
 
@@ -105,23 +102,7 @@ fn attestation_error(e: &WebauthnError) -> Error {
     }
 }
 
-/// A person who may decide.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Approver {
-    /// Id.
-    pub id: ApproverId,
-    /// Name.
-    pub display_name: String,
-    /// Roles.
-    pub roles: BTreeSet<Role>,
-    /// Groups.
-    pub groups: BTreeSet<GroupName>,
-    /// WebAuthn user handle.
-    #[serde(skip)]
-    pub user_handle: Uuid,
-    /// Revoked at.
-    pub revoked_at: Option<Timestamp>,
-}
+pub use crate::store::Approver;
 
 /// A logged-in approver (from a session token).
 #[derive(Debug, Clone)]
@@ -138,7 +119,6 @@ pub struct Session {
 
 struct StoredCredential {
     id: String,
-    public_key: String,
     passkey: AttestedPasskey,
     status: String,
 }
@@ -152,12 +132,7 @@ async fn ensure_bootstrap_open(state: &AppState, now: Timestamp, count_outstandi
     let (_, registry) = roster(state).await?;
     let mut admins = registry.iter().filter(|p| p.roles.contains(&Role::Admin)).count() as u64;
     if count_outstanding {
-        let outstanding: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM enrollment_codes WHERE bootstrap = 1 AND used_at IS NULL AND expires_at > $1",
-        )
-        .bind(now.unix())
-        .fetch_one(state.store.pool())
-        .await?;
+        let outstanding = state.store.outstanding_bootstrap_codes(now).await?;
         admins += u64::try_from(outstanding).unwrap_or(0);
     }
     if admins > policy.admin_quorum.people_needed() {
@@ -210,32 +185,17 @@ pub async fn issue_enrollment_code(
         }
     }
     let code = BASE32_NOPAD.encode(&random_bytes::<15>().map_err(Error::internal)?);
-    let pool = state.store.pool();
-    let mut tx = pool.begin().await?;
+    let mut tx = state.store.begin().await?;
     if existing.is_none() {
         let handle = Uuid::from_bytes(random_bytes::<16>().map_err(Error::internal)?);
-        sqlx::query(
-            "INSERT INTO approvers (id, display_name, roles, group_names, user_handle, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id.as_str())
-        .bind(display_name)
-        .bind(serde_json::to_string(roles).map_err(Error::internal)?)
-        .bind(serde_json::to_string(groups).map_err(Error::internal)?)
-        .bind(handle.to_string())
-        .bind(now.unix())
-        .execute(&mut *tx)
-        .await?;
+        state.store.insert_approver_in(&mut tx, id, display_name, roles, groups, handle, now).await?;
     }
     let ttl = i64::try_from(state.config.webauthn.enrollment_code_ttl_seconds).unwrap_or(900);
-    sqlx::query(
-        "INSERT INTO enrollment_codes (code_hash, approver_id, bootstrap, issued_by, expires_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(hash_secret(&code))
-    .bind(id.as_str())
-    .bind(i64::from(bootstrap))
-    .bind(issued_by.map_or("host", ApproverId::as_str))
-    .bind(now.plus_seconds(ttl).unix())
-        .execute(&mut *tx)
+    let issuer = issued_by.map_or("host", ApproverId::as_str);
+    let expires = now.plus_seconds(ttl);
+    state
+        .store
+        .insert_enrollment_code_in(&mut tx, &hash_secret(&code), id, bootstrap, issuer, expires)
         .await?;
     let actor = issued_by.map_or_else(|| "host".to_owned(), |a| format!("approver:{a}"));
     let event = AuditEvent::new(
@@ -251,29 +211,7 @@ pub async fn issue_enrollment_code(
 }
 
 async fn approver(state: &AppState, id: &ApproverId) -> Result<Option<Approver>> {
-    let row = sqlx::query(
-        "SELECT id, display_name, roles, group_names, user_handle, revoked_at FROM approvers WHERE id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(state.store.pool())
-    .await?;
-    row.map(|r| approver_from_row(&r)).transpose()
-}
-
-fn approver_from_row(r: &sqlx::any::AnyRow) -> Result<Approver> {
-    let corrupt = |e: &dyn std::fmt::Display| Error::internal(format!("stored approver: {e}"));
-    let roles: String = r.try_get(2)?;
-    let groups: String = r.try_get(3)?;
-    let handle: String = r.try_get(4)?;
-    let revoked: Option<i64> = r.try_get(5)?;
-    Ok(Approver {
-        id: ApproverId::new(r.try_get::<String, _>(0)?).map_err(|e| corrupt(&e))?,
-        display_name: r.try_get(1)?,
-        roles: serde_json::from_str(&roles).map_err(|e| corrupt(&e))?,
-        groups: serde_json::from_str(&groups).map_err(|e| corrupt(&e))?,
-        user_handle: Uuid::parse_str(&handle).map_err(|e| corrupt(&e))?,
-        revoked_at: revoked.and_then(Timestamp::from_unix),
-    })
+    state.store.approver(id).await
 }
 
 async fn credentials_of(
@@ -281,27 +219,16 @@ async fn credentials_of(
     id: &ApproverId,
     only_active: bool,
 ) -> Result<Vec<StoredCredential>> {
-    let rows = sqlx::query(
-        "SELECT id, public_key, passkey, status FROM credentials WHERE approver_id = $1 ORDER BY id",
-    )
-    .bind(id.as_str())
-    .fetch_all(state.store.pool())
-    .await?;
-    let mut out = Vec::new();
-    for r in &rows {
-        let passkey: String = r.try_get(2)?;
-        let status: String = r.try_get(3)?;
-        if only_active && status != "active" {
-            continue;
-        }
-        out.push(StoredCredential {
-            id: r.try_get(0)?,
-            public_key: r.try_get(1)?,
-            passkey: serde_json::from_str(&passkey).map_err(Error::internal)?,
-            status,
-        });
-    }
-    Ok(out)
+    let rows = state.store.credentials_of(id, only_active).await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(StoredCredential {
+                id: r.id,
+                passkey: serde_json::from_str(&r.passkey).map_err(Error::internal)?,
+                status: r.status,
+            })
+        })
+        .collect()
 }
 
 /// Store ceremony state; returns its id.
@@ -316,67 +243,38 @@ async fn save_ceremony(
     let id = BASE64URL_NOPAD.encode(&random_bytes::<18>().map_err(Error::internal)?);
     let ttl = i64::try_from(state.config.webauthn.challenge_ttl_seconds).unwrap_or(120);
     let (operation, digest, decision, code_hash) = scope;
-    sqlx::query(
-        "INSERT INTO ceremonies (id, purpose, approver_id, operation_id, digest, decision, code_hash, state, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&id)
-    .bind(purpose)
-    .bind(approver.as_str())
-    .bind(operation)
-    .bind(digest)
-    .bind(decision.map(|d| d.to_string()))
-    .bind(code_hash)
-    .bind(serde_json::to_string(ceremony_state).map_err(Error::internal)?)
-    .bind(now.plus_seconds(ttl).unix())
-    .execute(state.store.pool())
-    .await?;
+    let stored = serde_json::to_string(ceremony_state).map_err(Error::internal)?;
+    state
+        .store
+        .insert_ceremony(&crate::store::NewCeremony {
+            id: &id,
+            purpose,
+            approver,
+            operation,
+            digest,
+            decision: decision.map(|d| d.to_string()),
+            code_hash,
+            state: &stored,
+            expires_at: now.plus_seconds(ttl),
+        })
+        .await?;
     Ok(id)
 }
 
-struct Ceremony {
-    approver: ApproverId,
-    operation: Option<String>,
-    digest: Option<String>,
-    decision: Option<String>,
-    code_hash: Option<String>,
-    state: String,
-    expires_at: i64,
-}
+type Ceremony = crate::store::CeremonyRow;
 
 /// Take (read and delete) a ceremony for `purpose`. Single use: a second take of the
 /// same id finds nothing.
 async fn take_ceremony(state: &AppState, id: &str, purpose: &str, now: Timestamp) -> Result<Ceremony> {
     let unknown = || err(401, "ceremony.unknown", "no such challenge (already used, or never issued)");
-    let row = sqlx::query(
-        "SELECT approver_id, operation_id, digest, decision, code_hash, state, expires_at, purpose FROM ceremonies WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(state.store.pool())
-    .await?
-    .ok_or_else(unknown)?;
-    let taken =
-        sqlx::query("DELETE FROM ceremonies WHERE id = $1").bind(id).execute(state.store.pool()).await?;
-    if taken.rows_affected() != 1 {
-        return Err(unknown()); // someone else consumed it concurrently
-    }
-    let stored_purpose: String = row.try_get(7)?;
-    if stored_purpose != purpose {
+    let c = state.store.take_ceremony(id).await?.ok_or_else(unknown)?;
+    if c.purpose != purpose {
         return Err(err(
             401,
             "ceremony.wrong_purpose",
-            format!("this challenge was issued for {stored_purpose}, not {purpose}"),
+            format!("this challenge was issued for {}, not {purpose}", c.purpose),
         ));
     }
-    let c = Ceremony {
-        approver: ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?,
-        operation: row.try_get(1)?,
-        digest: row.try_get(2)?,
-        decision: row.try_get(3)?,
-        code_hash: row.try_get(4)?,
-        state: row.try_get(5)?,
-        expires_at: row.try_get(6)?,
-    };
     if now.unix() >= c.expires_at {
         return Err(err(401, "ceremony.expired", "the challenge expired; ask for a new one"));
     }
@@ -408,17 +306,16 @@ async fn enroll_start_inner(
 ) -> Result<(String, CreationChallengeResponse)> {
     crate::rate::admit(state, source, None, now).await?;
     let code_hash = hash_secret(code.trim());
-    let row =
-        sqlx::query("SELECT approver_id, expires_at, used_at FROM enrollment_codes WHERE code_hash = $1")
-            .bind(&code_hash)
-            .fetch_optional(state.store.pool())
-            .await?
-            .ok_or_else(|| err(401, "enroll.unknown_code", "this enrollment code is not valid"))?;
-    let approver_id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
-    if row.try_get::<Option<i64>, _>(2)?.is_some() {
+    let code = state
+        .store
+        .enrollment_code(&code_hash)
+        .await?
+        .ok_or_else(|| err(401, "enroll.unknown_code", "this enrollment code is not valid"))?;
+    let approver_id = code.approver;
+    if code.used_at.is_some() {
         return Err(err(401, "enroll.used_code", "this enrollment code was already used"));
     }
-    if now.unix() >= row.try_get::<i64, _>(1)? {
+    if now.unix() >= code.expires_at {
         return Err(err(
             401,
             "enroll.expired_code",
@@ -514,46 +411,29 @@ pub async fn enroll_finish(
         _ => None,
     };
     let code_hash = c.code_hash.ok_or_else(|| Error::internal("enroll ceremony without code"))?;
-    let is_bootstrap: Option<i64> =
-        sqlx::query_scalar("SELECT bootstrap FROM enrollment_codes WHERE code_hash = $1")
-            .bind(&code_hash)
-            .fetch_optional(state.store.pool())
-            .await?;
-    if is_bootstrap == Some(1) {
+    if state.store.enrollment_code_is_bootstrap(&code_hash).await? == Some(true) {
         ensure_bootstrap_open(state, now, false).await?;
     }
     let cred_id = BASE64URL_NOPAD.encode(passkey.cred_id().as_ref());
-    let pool = state.store.pool();
-    let mut tx = pool.begin().await?;
-    let used = sqlx::query(
-        "UPDATE enrollment_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING bootstrap, issued_by",
-    )
-    .bind(now.unix())
-    .bind(&code_hash)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(used) = used else {
+    let mut tx = state.store.begin().await?;
+    let Some((bootstrap, issued_by)) = state.store.use_enrollment_code_in(&mut tx, &code_hash, now).await?
+    else {
         return Err(err(401, "enroll.used_code", "this enrollment code was already used"));
     };
-    let bootstrap: i64 = used.try_get(0)?;
-    let issued_by: String = used.try_get(1)?;
     // After the bootstrap, a key counts only once an ApproverEnroll operation is approved.
-    let status = if bootstrap == 1 { "active" } else { "pending_approval" };
-    sqlx::query(
-        "INSERT INTO credentials (id, approver_id, label, aaguid, public_key, passkey, counter, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&cred_id)
-    .bind(c.approver.as_str())
-    .bind(label)
-    .bind(aaguid.clone())
-    .bind(&public_key)
-    .bind(serde_json::to_string(&passkey).map_err(Error::internal)?)
-    .bind(i64::from(internals.counter))
-    .bind(status)
-    .bind(now.unix())
-    .execute(&mut *tx)
-    .await?;
+    let status = if bootstrap { "active" } else { "pending_approval" };
+    let stored = serde_json::to_string(&passkey).map_err(Error::internal)?;
+    let new = crate::store::NewCredential {
+        id: &cred_id,
+        approver: &c.approver,
+        label,
+        aaguid: aaguid.as_deref(),
+        public_key: &public_key,
+        passkey: &stored,
+        counter: i64::from(internals.counter),
+        status,
+    };
+    state.store.insert_credential_in(&mut tx, &new, now).await?;
     let event = AuditEvent::new(format!("approver:{}", c.approver), "credential.enrolled")
         .detail("credential", cred_id.as_str())
         .detail("aaguid", aaguid.clone().unwrap_or_default())
@@ -561,7 +441,7 @@ pub async fn enroll_finish(
         .detail("status", status);
     state.store.append_in(&mut tx, &event, now).await?;
     state.store.commit(tx).await?;
-    if bootstrap != 1 {
+    if !bootstrap {
         // The key counts only once admins approve an ApproverEnroll operation that
         // shows exactly this person, their roles and groups, and this key.
         let person =
@@ -591,28 +471,22 @@ pub async fn enroll_finish(
 /// # Errors
 /// Store errors.
 pub async fn people(state: &AppState) -> Result<Vec<serde_json::Value>> {
-    let ids = sqlx::query("SELECT id FROM approvers ORDER BY id").fetch_all(state.store.pool()).await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for row in &ids {
-        let id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
-        let Some(person) = approver(state, &id).await? else { continue };
-        let keys = sqlx::query(
-            "SELECT id, label, aaguid, status, created_at FROM credentials WHERE approver_id = $1 ORDER BY id",
-        )
-        .bind(id.as_str())
-        .fetch_all(state.store.pool())
-        .await?;
-        let mut credentials = Vec::with_capacity(keys.len());
-        for k in &keys {
-            let aaguid: Option<String> = k.try_get(2)?;
-            credentials.push(serde_json::json!({
-                "id": k.try_get::<String, _>(0)?,
-                "label": k.try_get::<String, _>(1)?,
-                "aaguid": aaguid,
-                "software": software_authenticator(aaguid.as_deref()),
-                "status": k.try_get::<String, _>(3)?,
-            }));
-        }
+    let everyone = state.store.approvers().await?;
+    let mut out = Vec::with_capacity(everyone.len());
+    for person in everyone {
+        let keys = state.store.credential_listing(&person.id).await?;
+        let credentials: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "id": k.id,
+                    "label": k.label,
+                    "aaguid": k.aaguid,
+                    "software": software_authenticator(k.aaguid.as_deref()),
+                    "status": k.status,
+                })
+            })
+            .collect();
         out.push(serde_json::json!({
             "id": person.id,
             "display_name": person.display_name,
@@ -679,10 +553,7 @@ pub async fn login_start(
             (options, cid)
         }
         None => {
-            let len: Option<String> =
-                sqlx::query_scalar("SELECT id FROM credentials WHERE status = 'active' ORDER BY id LIMIT 1")
-                    .fetch_optional(state.store.pool())
-                    .await?;
+            let len = state.store.some_active_credential_id().await?;
             let len = len.and_then(|c| BASE64URL_NOPAD.decode(c.as_bytes()).ok()).map(|b| b.len());
             let (options, decoy) = crate::decoy::start(state, id.as_str(), len)?;
             let cid = save_ceremony(state, "login", id, (None, None, None, None), &decoy, now).await?;
@@ -725,15 +596,7 @@ async fn assertion_finish(
     // Atomic counter: a counter that does not increase (other than an authenticator
     // that always reports 0) means a cloned key or a replay racing us.
     let counter = i64::from(result.counter());
-    let advanced = sqlx::query(
-        "UPDATE credentials SET counter = $1 WHERE id = $2 AND status = 'active' AND (counter < $1 OR ($1 = 0 AND counter = 0))",
-    )
-    .bind(counter)
-    .bind(&cred_id)
-    .execute(state.store.pool())
-    .await?
-    .rows_affected()
-        == 1;
+    let advanced = state.store.advance_counter(&cred_id, counter).await?;
     if !advanced {
         flag_credential(state, &cred_id, &c.approver, now).await?;
         return Err(err(
@@ -746,10 +609,7 @@ async fn assertion_finish(
 }
 
 async fn flag_credential(state: &AppState, cred_id: &str, who: &ApproverId, now: Timestamp) -> Result<()> {
-    sqlx::query("UPDATE credentials SET status = 'flagged' WHERE id = $1 AND status = 'active'")
-        .bind(cred_id)
-        .execute(state.store.pool())
-        .await?;
+    state.store.flag_credential(cred_id).await?;
     let event = AuditEvent::new(format!("approver:{who}"), "credential.counter_anomaly")
         .detail("credential", cred_id);
     state.store.audit(&event, now).await
@@ -813,14 +673,7 @@ async fn login_finish_inner(
     let token = BASE64URL_NOPAD.encode(&random_bytes::<32>().map_err(Error::internal)?);
     let ttl = i64::try_from(state.config.webauthn.session_ttl_seconds).unwrap_or(900);
     let expires = now.plus_seconds(ttl);
-    sqlx::query("INSERT INTO sessions (token_hash, approver_id, credential_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(hash_secret(&token))
-        .bind(c.approver.as_str())
-        .bind(&cred.id)
-        .bind(now.unix())
-        .bind(expires.unix())
-        .execute(state.store.pool())
-        .await?;
+    state.store.insert_session(&hash_secret(&token), &c.approver, &cred.id, now, expires).await?;
     let event = AuditEvent::new(format!("approver:{}", c.approver), "approver.login")
         .detail("credential", cred.id.as_str());
     state.store.audit(&event, now).await?;
@@ -838,24 +691,18 @@ pub async fn session(state: &AppState, token: &str, now: Timestamp) -> Result<Se
 async fn session_by_hash(state: &AppState, token_hash: &str, now: Timestamp) -> Result<Session> {
     let invalid =
         || err(401, "session.invalid", "the session is unknown or has expired; log in with your key");
-    let row = sqlx::query(
-        "SELECT approver_id, credential_id, expires_at, revoked_at FROM sessions WHERE token_hash = $1",
-    )
-    .bind(token_hash)
-    .fetch_optional(state.store.pool())
-    .await?
-    .ok_or_else(invalid)?;
-    let expires_at: i64 = row.try_get(2)?;
-    if row.try_get::<Option<i64>, _>(3)?.is_some() || now.unix() >= expires_at {
+    let row = state.store.session(token_hash).await?.ok_or_else(invalid)?;
+    let expires_at = row.expires_at;
+    if row.revoked_at.is_some() || now.unix() >= expires_at {
         return Err(invalid());
     }
-    let id = ApproverId::new(row.try_get::<String, _>(0)?).map_err(Error::internal)?;
+    let id = row.approver;
     let person = approver(state, &id).await?.ok_or_else(invalid)?;
     if person.revoked_at.is_some() {
         return Err(err(403, "approver.revoked", "this approver has been revoked"));
     }
     // A session is bound to the key that opened it: a flagged or revoked key ends it.
-    let credential_id: String = row.try_get(1)?;
+    let credential_id = row.credential_id;
     if !credentials_of(state, &id, true).await?.iter().any(|c| c.id == credential_id) {
         return Err(invalid());
     }
@@ -1016,40 +863,30 @@ pub async fn decision_finish(
         }
     };
 
-    let pool = state.store.pool();
-    let mut tx = pool.begin().await?;
+    let mut tx = state.store.begin().await?;
     // The operation's lock first: a decision is counted either before a settlement
     // reads the decisions (and is seen by it) or after it moved the operation (and
     // is refused here). A veto can never be counted on a released operation.
     if state.store.lock_operation(&mut tx, op_id).await? != Some(OpState::Pending) {
         return Err(err(409, "decision.not_pending", "the operation was decided meanwhile"));
     }
-    let inserted = sqlx::query(
-        "INSERT INTO decisions (operation_id, approver_id, credential_id, decision, reason, authenticator_data, \
-         client_data_json, signature, counter, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(op_id)
-    .bind(who.approver.id.as_str())
-    .bind(&cred.id)
-    .bind(decision.to_string())
-    .bind(reason)
-    .bind(BASE64URL_NOPAD.encode(response.response.authenticator_data.as_ref()))
-    .bind(BASE64URL_NOPAD.encode(cdj))
-    .bind(BASE64URL_NOPAD.encode(response.response.signature.as_ref()))
-    .bind(0_i64)
-    .bind(now.unix())
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            return Err(err(
-                409,
-                "decision.already_decided",
-                "you already decided on this operation (a person counts once)",
-            ));
-        }
-        r => r?,
+    let new = crate::store::NewDecision {
+        operation: op_id,
+        approver: &who.approver.id,
+        credential_id: &cred.id,
+        decision,
+        reason,
+        authenticator_data: BASE64URL_NOPAD.encode(response.response.authenticator_data.as_ref()),
+        client_data_json: BASE64URL_NOPAD.encode(cdj),
+        signature: BASE64URL_NOPAD.encode(response.response.signature.as_ref()),
     };
+    if !state.store.insert_decision_in(&mut tx, &new, now).await? {
+        return Err(err(
+            409,
+            "decision.already_decided",
+            "you already decided on this operation (a person counts once)",
+        ));
+    }
     let event = AuditEvent::new(format!("approver:{}", who.approver.id), "decision.counted")
         .operation(&record.operation.id, &record.digest)
         .detail("decision", decision.to_string())
@@ -1078,39 +915,21 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
         roster.add(p.id.clone(), p.groups.iter().cloned());
     }
     let op = &record.operation;
-    let pool = state.store.pool();
-    let mut tx = pool.begin().await?;
+    let mut tx = state.store.begin().await?;
     let current = state.store.lock_operation(&mut tx, op.id.as_str()).await?;
-    let rows = sqlx::query(
-        "SELECT d.approver_id, d.credential_id, d.decision, d.authenticator_data, d.client_data_json, d.signature, \
-         c.status FROM decisions d LEFT JOIN credentials c ON c.id = d.credential_id AND c.approver_id = d.approver_id \
-         WHERE d.operation_id = $1 ORDER BY d.approver_id",
-    )
-    .bind(op.id.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
     let mut decisions = Vec::new();
     let mut approvals = Vec::new();
-    for r in &rows {
-        let who = ApproverId::new(r.try_get::<String, _>(0)?).map_err(Error::internal)?;
-        let decision =
-            if r.try_get::<String, _>(2)? == "approve" { Decision::Approve } else { Decision::Reject };
+    for d in state.store.decisions_with_keys_in(&mut tx, op.id.as_str()).await? {
         // An approval counts only while the key that signed it is active: a key
         // flagged as cloned or revoked later loses every approval it gave. A
         // rejection always counts (stopping is safe).
-        let key_active = r.try_get::<Option<String>, _>(6)?.as_deref() == Some("active");
-        if decision == Decision::Approve && !key_active {
+        let key_active = d.key_status.as_deref() == Some("active");
+        if d.decision == Decision::Approve && !key_active {
             continue;
         }
-        decisions.push(CountedDecision { approver: who.clone(), decision });
-        if decision == Decision::Approve {
-            approvals.push(CertifiedApproval {
-                approver: who,
-                credential_id: r.try_get(1)?,
-                authenticator_data: r.try_get(3)?,
-                client_data_json: r.try_get(4)?,
-                signature: r.try_get(5)?,
-            });
+        decisions.push(CountedDecision { approver: d.approver, decision: d.decision });
+        if d.decision == Decision::Approve {
+            approvals.push(d.signed);
         }
     }
     state.race_windows.pause(crate::race::Window::Settle).await;
@@ -1155,22 +974,9 @@ async fn settle(state: &AppState, record: &OperationRecord, now: Timestamp) -> R
 
 /// The current roster (active approvers with at least one active key) and registry.
 async fn roster(state: &AppState) -> Result<(Roster, Vec<RegistryApprover>)> {
-    let rows = sqlx::query(
-        "SELECT id, display_name, roles, group_names, user_handle, revoked_at FROM approvers ORDER BY id",
-    )
-    .fetch_all(state.store.pool())
-    .await?;
     let mut roster = Roster::new();
     let mut registry = Vec::new();
-    for r in &rows {
-        let person = approver_from_row(r)?;
-        if person.revoked_at.is_some() {
-            continue;
-        }
-        let creds = credentials_of(state, &person.id, true).await?;
-        if creds.is_empty() {
-            continue;
-        }
+    for (person, creds) in state.store.people_with_active_keys().await? {
         if person.roles.contains(&Role::Approver) {
             roster.add(person.id.clone(), person.groups.iter().cloned());
         }
@@ -1251,8 +1057,7 @@ pub async fn decided(state: &AppState, limit: i64) -> Result<Vec<OperationRecord
 /// # Errors
 /// Store errors.
 pub async fn revoke(state: &AppState, id: &ApproverId, actor: &str, now: Timestamp) -> Result<bool> {
-    let pool = state.store.pool();
-    let mut tx = pool.begin().await?;
+    let mut tx = state.store.begin().await?;
     let done = state.store.revoke_in(&mut tx, id.as_str(), None, now).await?;
     if done {
         let event = AuditEvent::new(actor, "approver.revoked").detail("approver", id.as_str());
@@ -1313,19 +1118,10 @@ pub async fn sweep(
     now: Timestamp,
     failed: &(dyn Fn(&str, &Error) + Sync),
 ) -> Result<usize> {
-    if let Err(e) = sqlx::query("DELETE FROM ceremonies WHERE expires_at < $1")
-        .bind(now.unix())
-        .execute(state.store.pool())
-        .await
-    {
-        failed("ceremonies", &e.into());
+    if let Err(e) = state.store.delete_expired_ceremonies(now).await {
+        failed("ceremonies", &e);
     }
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT d.operation_id FROM decisions d JOIN operations o ON o.id = d.operation_id \
-         WHERE o.state = 'pending' ORDER BY d.operation_id LIMIT 500",
-    )
-    .fetch_all(state.store.pool())
-    .await?;
+    let ids = state.store.pending_with_decisions(500).await?;
     let mut settled = 0;
     for id in ids {
         // One operation that cannot be settled (its effect fails) is retried next

@@ -227,7 +227,7 @@ pub async fn copy_operation(
         .await?
         .ok_or_else(|| Error::not_found(&format!("operation {template}")))?;
     let now = state.clock.now();
-    let mut tx = state.store.pool().begin().await?;
+    let mut tx = state.store.begin().await?;
     for i in first..first + count {
         let mut op = record.operation.clone();
         op.id = format!("{prefix}{i}").parse().map_err(Error::internal)?;

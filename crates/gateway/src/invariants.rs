@@ -37,7 +37,6 @@ use countersign_core::policy::{Policy, Verdict};
 use countersign_core::release::{ReleaseBasis, ReleaseDocument, Trust, verify_release};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::AppState;
 use crate::error::{Error, Result};
@@ -186,20 +185,14 @@ const TERMINAL_EVENTS: [&str; 5] = [
 /// # Errors
 /// Database errors.
 pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
-    let pool = state.store.pool();
     let mut report = Report::default();
 
     // Operations, decoded strictly, digests recomputed.
     let mut ops: BTreeMap<String, StoredOp> = BTreeMap::new();
-    for r in
-        sqlx::query("SELECT id, state, canonical, digest, verdict FROM operations").fetch_all(pool).await?
-    {
-        let id: String = r.try_get(0)?;
-        let state_text: String = r.try_get(1)?;
+    for r in state.store.raw_operations().await? {
+        let (id, state_text, canonical_text, digest, verdict) =
+            (r.id, r.state, r.canonical, r.digest, r.verdict);
         *report.operations.entry(state_text.clone()).or_default() += 1;
-        let canonical_text: String = r.try_get(2)?;
-        let digest: String = r.try_get(3)?;
-        let verdict: String = r.try_get(4)?;
         let decoded =
             canonical::decode(canonical_text.as_bytes()).map_err(|e| e.to_string()).and_then(|op| {
                 let d = Digest::of(&op).map_err(|e| e.to_string())?.to_hex();
@@ -244,33 +237,26 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     // Policies by version, and the registry of every key that ever counted (a key
     // revoked after an approval does not undo the release it took part in).
     let mut policies: BTreeMap<u32, Policy> = BTreeMap::new();
-    for r in sqlx::query("SELECT version, document FROM policies").fetch_all(pool).await? {
-        let version: i64 = r.try_get(0)?;
-        let doc: String = r.try_get(1)?;
+    for (version, doc) in state.store.raw_policies().await? {
         let policy: Policy =
             serde_json::from_str(&doc).map_err(|e| Error::internal(format!("policy {version}: {e}")))?;
         policies.insert(policy.version, policy);
     }
     let mut credentials: BTreeMap<String, StoredCredential> = BTreeMap::new();
-    for r in sqlx::query("SELECT id, approver_id, public_key, counter, status FROM credentials")
-        .fetch_all(pool)
-        .await?
-    {
+    for r in state.store.raw_credentials().await? {
         credentials.insert(
-            r.try_get(0)?,
+            r.id,
             StoredCredential {
-                approver: r.try_get(1)?,
-                public_key: r.try_get(2)?,
-                counter: r.try_get(3)?,
-                status: r.try_get(4)?,
+                approver: r.approver,
+                public_key: r.public_key,
+                counter: r.counter,
+                status: r.status,
             },
         );
     }
     let mut approvers = Vec::new();
-    for r in sqlx::query("SELECT id, roles, group_names FROM approvers ORDER BY id").fetch_all(pool).await? {
-        let id: String = r.try_get(0)?;
-        let roles: String = r.try_get(1)?;
-        let groups: String = r.try_get(2)?;
+    for r in state.store.raw_approvers().await? {
+        let (id, roles, groups) = (r.id, r.roles, r.groups);
         let roles: BTreeSet<Role> =
             serde_json::from_str(&roles).map_err(|e| Error::internal(format!("roles of {id}: {e}")))?;
         let groups: BTreeSet<GroupName> =
@@ -301,26 +287,20 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
 
     // Decisions: each a verified assertion, bound to its operation and decision.
     let mut decisions: Vec<StoredDecision> = Vec::new();
-    for r in sqlx::query(
-        "SELECT operation_id, approver_id, credential_id, decision, authenticator_data, client_data_json, \
-         signature, decided_at FROM decisions",
-    )
-    .fetch_all(pool)
-    .await?
-    {
-        let approver: String = r.try_get(1)?;
+    for r in state.store.raw_decisions().await? {
+        let approver = r.approver;
         decisions.push(StoredDecision {
-            operation: r.try_get(0)?,
-            decision: r.try_get(3)?,
+            operation: r.operation,
+            decision: r.decision,
             approval: CertifiedApproval {
                 approver: ApproverId::new(&approver)
                     .map_err(|e| Error::internal(format!("{approver}: {e}")))?,
-                credential_id: r.try_get(2)?,
-                authenticator_data: r.try_get(4)?,
-                client_data_json: r.try_get(5)?,
-                signature: r.try_get(6)?,
+                credential_id: r.credential_id,
+                authenticator_data: r.authenticator_data,
+                client_data_json: r.client_data_json,
+                signature: r.signature,
             },
-            decided_at: r.try_get(7)?,
+            decided_at: r.decided_at,
         });
     }
     vetoed_releases(&decisions, &ops, &mut report);
@@ -403,13 +383,8 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
         decisions.iter().map(|d| ((d.operation.as_str(), d.approval.approver.as_str()), d)).collect();
     // Operation id → (release document, whether it is marked delivered).
     let mut ledger: BTreeMap<String, (Value, bool)> = BTreeMap::new();
-    for r in sqlx::query("SELECT operation_id, certificate, delivered_at FROM settlement_ledger")
-        .fetch_all(pool)
-        .await?
-    {
-        let id: String = r.try_get(0)?;
-        let cert: String = r.try_get(1)?;
-        let delivered: Option<i64> = r.try_get(2)?;
+    for r in state.store.raw_ledger().await? {
+        let (id, cert, delivered) = (r.operation, r.certificate, r.delivered_at);
         report.releases += 1;
         let Some(op) = ops.get(&id) else {
             report.violation(
@@ -477,8 +452,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     match verify_export(&export, &state.keys.verifying_key()) {
         Ok(summary) => {
             report.audit_entries = summary.entries;
-            let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?;
-            let (seq, hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+            let (seq, hash) = state.store.raw_audit_head().await?;
             if u64::try_from(seq).ok() != Some(summary.entries)
                 || (summary.entries > 0 && hash != summary.head)
             {

@@ -13,19 +13,25 @@
 
 mod allowlist;
 mod api_keys;
-mod approvers;
 mod audit;
+mod ceremonies;
+mod decisions;
 mod deliveries;
 mod intake;
 mod operations;
+mod people;
 mod policy;
+mod raw;
 
 pub use api_keys::ApiKeyRecord;
-pub use approvers::RecordedDecision;
 pub use audit::AuditEvent;
+pub use ceremonies::{CeremonyRow, NewCeremony, SessionRow};
+pub use decisions::{DecisionWithKey, NewDecision, RecordedDecision};
 pub use deliveries::{Delivery, LedgerEntry};
 pub use operations::{Inserted, NewOperation, OpState, OperationFilter, OperationRecord, Release};
+pub use people::{Approver, CredentialListing, CredentialRow, EnrollmentCode, NewCredential};
 pub use policy::FreezeState;
+pub use raw::{RawApprover, RawCredential, RawDecision, RawLedgerRow, RawOperation};
 
 use std::time::Duration;
 
@@ -142,10 +148,21 @@ impl Store {
         self.commits.subscribe()
     }
 
-    /// The connection pool, for the gateway's other storage modules.
+    /// The raw pool: for tests that tamper with the database as an attacker would.
+    /// The gateway's own modules go through `Store` methods (a test checks that no
+    /// SQL is written outside `store/`).
     #[must_use]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Begin a transaction, for a change that spans several `*_in` methods (and an
+    /// audit append) and commits with [`Store::commit`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.pool.begin().await?)
     }
 
     /// Apply missing migrations, each in its own transaction. On PostgreSQL an

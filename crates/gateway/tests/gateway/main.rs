@@ -23,6 +23,7 @@ macro_rules! both {
 mod approvals;
 mod cli;
 mod client;
+mod layout;
 mod review;
 mod signing_doc;
 mod stories;
