@@ -102,7 +102,7 @@ pub async fn one_rejection_vetoes_and_an_unanswered_operation_expires(db: Db) {
     assert_eq!(decide(&carol, &vetoed, Decision::Approve).await.unwrap_err().code(), "decision.not_pending");
 
     gw.clock.advance(3601);
-    countersign_gateway::intake::sweep_once(&gw.state, gw.now()).await.unwrap();
+    countersign_gateway::sweep::sweep_once(&gw.state, gw.now()).await.unwrap();
     assert_eq!(state_of(&gw, &ignored).await, "expired");
     // An hour later carol's session has ended too (sessions last 15 minutes).
     assert_eq!(decide(&carol, &ignored, Decision::Approve).await.unwrap_err().code(), "session.invalid");

@@ -1,7 +1,5 @@
 //! Withdrawal intake: validate, assess risk, judge by policy, store, release or hold.
 
-use std::time::Duration;
-
 use countersign_core::canonical;
 use countersign_core::id::{AccountId, AssetCode, NetworkId, OperationId};
 use countersign_core::operation::{Action, Destination, Initiator, Operation, ReferenceValue, Withdrawal};
@@ -142,7 +140,7 @@ pub fn check_destination(
 }
 
 /// A new operation with a fresh id, validated before anything is stored.
-fn new_operation(
+pub(crate) fn new_operation(
     now: Timestamp,
     expires_at: Timestamp,
     policy_version: u32,
@@ -343,135 +341,4 @@ pub fn initiator_view(record: &OperationRecord) -> Value {
         map.remove("risk");
     }
     view
-}
-
-/// Expire pending operations whose time is up; runs in the background.
-pub async fn sweep_forever(state: AppState) {
-    let every = Duration::from_secs(state.config.sweep_interval_seconds.max(1));
-    loop {
-        let now = state.clock.now();
-        if let Err(e) = sweep_once(&state, now).await {
-            tracing::warn!(error = %e, "sweep failed; will retry");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// One sweep: expire due operations, settle what has decisions, forget old nonces,
-/// sign a checkpoint if due. Every step and every item runs whatever the others do:
-/// one operation that cannot be expired or settled never stops the rest (it is
-/// logged, counted in `countersign_sweep_failures_total`, and retried next time).
-///
-/// # Errors
-/// None today; the result is kept for callers that wait on a sweep.
-pub async fn sweep_once(state: &AppState, now: Timestamp) -> Result<usize> {
-    let mut expired = 0;
-    let failed = |step: &str, e: &Error| {
-        state.metrics.sweep_failure();
-        tracing::warn!(step, error = %e, "sweep step failed; the rest of the sweep goes on");
-    };
-    match state.store.due_for_expiry(now, 500).await {
-        Ok(due) => {
-            for (id, digest) in due {
-                let event =
-                    AuditEvent::new("gateway", OpState::Expired.audit_event()).operation(&id, &digest);
-                match state.store.transition(&id, OpState::Pending, OpState::Expired, None, &event, now).await
-                {
-                    Ok(true) => {
-                        expired += 1;
-                        state.metrics.expired();
-                    }
-                    Ok(false) => {}
-                    Err(e) => failed("expire", &e),
-                }
-            }
-        }
-        Err(e) => failed("expire", &e),
-    }
-    if let Err(e) = crate::approvers::sweep(state, now, &failed).await {
-        failed("settle", &e);
-    }
-    if let Err(e) = state.store.sweep_nonces(now).await {
-        failed("nonces", &e);
-    }
-    if let Err(e) =
-        state.store.checkpoint_if_due(state.keys.signing_key(), state.config.checkpoint_every, now).await
-    {
-        failed("checkpoint", &e);
-    }
-    Ok(expired)
-}
-
-/// Propose an administrative operation (unfreeze, and in time allowlist, policy,
-/// approver and API-key changes) on behalf of a person. Policy decides the quorum;
-/// nothing takes effect until it is approved.
-///
-/// # Errors
-/// `policy.denied` (403) when a deny rule matches; store errors.
-pub async fn propose(
-    state: &AppState,
-    proposer: &countersign_core::id::ApproverId,
-    action: Action,
-    now: Timestamp,
-) -> Result<OperationRecord> {
-    let policy = state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
-    let initiator = Initiator::Approver { approver: proposer.clone() };
-    let ctx = Context {
-        destination: countersign_core::policy::DestinationStatus::NotAllowlisted,
-        recent: &[],
-        risk_score: 0,
-    };
-    let verdict = evaluate(&policy, &initiator, &action, &ctx, now);
-    let expires_at = match &verdict {
-        Verdict::RequireApproval { expires_at, .. } => *expires_at,
-        Verdict::Deny { reason } => {
-            return Err(Error::forbidden(
-                "policy.denied",
-                format!("the policy refuses this operation: {reason:?}"),
-            ));
-        }
-        // Administrative operations always need approval; refuse to apply one unseen.
-        Verdict::Allow => {
-            return Err(Error::internal("policy allowed an administrative operation without approval"));
-        }
-    };
-    let operation = new_operation(now, expires_at, policy.version, initiator, action)?;
-    let digest = Digest::of(&operation)?.to_hex();
-    let actor = format!("approver:{proposer}");
-    let events = [
-        AuditEvent::new(actor.clone(), "operation.received").operation(&operation.id, &digest),
-        AuditEvent::new(actor, "operation.pending").operation(&operation.id, &digest),
-    ];
-    let new = NewOperation {
-        operation,
-        state: OpState::Pending,
-        verdict: serde_json::to_value(&verdict).map_err(Error::internal)?,
-        risk: None,
-        idempotency_key: None,
-        request_hash: None,
-    };
-    match state.store.insert_operation(new, &events, None, now).await? {
-        Inserted::New(record) | Inserted::Existing(record) => Ok(record),
-    }
-}
-
-/// Propose lifting the current freeze (an `Unfreeze` operation for the admin quorum).
-///
-/// # Errors
-/// `unfreeze.not_frozen` (409) when nothing is frozen; as [`propose`].
-pub async fn propose_unfreeze(
-    state: &AppState,
-    proposer: &countersign_core::id::ApproverId,
-    reason: &str,
-    now: Timestamp,
-) -> Result<OperationRecord> {
-    let freeze = state.store.freeze_state().await?;
-    if !freeze.frozen {
-        return Err(Error::conflict("unfreeze.not_frozen", "API keys are not frozen"));
-    }
-    let action = Action::Unfreeze(countersign_core::operation::Unfreeze {
-        freeze_started: freeze.changed_at,
-        reason: reason.to_owned(),
-    });
-    propose(state, proposer, action, now).await
 }

@@ -40,6 +40,7 @@ pub mod race;
 pub mod rate;
 pub mod release;
 pub mod store;
+pub mod sweep;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -304,7 +305,7 @@ pub async fn serve<L>(state: AppState, listener: L) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    tokio::spawn(intake::sweep_forever(state.clone()));
+    tokio::spawn(sweep::sweep_forever(state.clone()));
     if let Some(url) = state.config.settlement.webhook_url.clone() {
         let timeout = std::time::Duration::from_secs(state.config.settlement.timeout_seconds.max(1));
         tokio::spawn(release::deliver_forever(state.clone(), url, timeout));

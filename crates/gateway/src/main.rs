@@ -411,7 +411,7 @@ async fn unfreeze(
     now: countersign_core::Timestamp,
 ) -> Result<(), String> {
     let proposer = ApproverId::new(proposer).map_err(|e| e.to_string())?;
-    let record = countersign_gateway::intake::propose_unfreeze(state, &proposer, &reason, now)
+    let record = countersign_gateway::approvers::propose_unfreeze(state, &proposer, &reason, now)
         .await
         .map_err(|e| e.to_string())?;
     let fingerprint =

@@ -29,7 +29,7 @@ pub use ceremonies::{CeremonyRow, NewCeremony, SessionRow};
 pub use decisions::{DecisionWithKey, NewDecision, RecordedDecision};
 pub use deliveries::{Delivery, LedgerEntry};
 pub use operations::{Inserted, NewOperation, OpState, OperationFilter, OperationRecord, Release};
-pub use people::{Approver, CredentialListing, CredentialRow, EnrollmentCode, NewCredential};
+pub use people::{Approver, CredentialListing, CredentialRow, EnrollmentCode, NewApprover, NewCredential};
 pub use policy::FreezeState;
 pub use raw::{RawApprover, RawCredential, RawDecision, RawLedgerRow, RawOperation};
 

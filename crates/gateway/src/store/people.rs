@@ -27,6 +27,16 @@ pub struct Approver {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A new person.
+#[derive(Debug, Clone)]
+pub struct NewApprover<'a> {
+    pub id: &'a ApproverId,
+    pub display_name: &'a str,
+    pub roles: &'a BTreeSet<Role>,
+    pub groups: &'a BTreeSet<GroupName>,
+    pub user_handle: Uuid,
+}
+
 /// A hardware key as stored: `passkey` is webauthn-rs's state (JSON), `public_key`
 /// the SEC1 point (base64url).
 #[derive(Debug, Clone)]
@@ -142,21 +152,17 @@ impl Store {
     pub async fn insert_approver_in(
         &self,
         tx: &mut AnyConnection,
-        id: &ApproverId,
-        display_name: &str,
-        roles: &BTreeSet<Role>,
-        groups: &BTreeSet<GroupName>,
-        user_handle: Uuid,
+        a: &NewApprover<'_>,
         now: Timestamp,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO approvers (id, display_name, roles, group_names, user_handle, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(id.as_str())
-        .bind(display_name)
-        .bind(serde_json::to_string(roles).map_err(Error::internal)?)
-        .bind(serde_json::to_string(groups).map_err(Error::internal)?)
-        .bind(user_handle.to_string())
+        .bind(a.id.as_str())
+        .bind(a.display_name)
+        .bind(serde_json::to_string(a.roles).map_err(Error::internal)?)
+        .bind(serde_json::to_string(a.groups).map_err(Error::internal)?)
+        .bind(a.user_handle.to_string())
         .bind(now.unix())
         .execute(&mut *tx)
         .await?;

@@ -535,7 +535,7 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     // Unfreeze: frozen keys stay frozen until two admins approve.
     let key = gw.api_key("key_mm1", KeySpec::default()).await;
     assert!(gw.state.store.freeze("approver:carol", "suspicious", gw.now()).await.unwrap());
-    let unfreeze = countersign_gateway::intake::propose_unfreeze(
+    let unfreeze = countersign_gateway::approvers::propose_unfreeze(
         &gw.state,
         &"alice".parse().unwrap(),
         "rotated",
@@ -559,7 +559,7 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     assert!(!gw.state.store.freeze_state().await.unwrap().frozen);
     assert_eq!(gw.withdraw(&key, &eth("1")).await.state(), "released");
     // Nothing to lift now.
-    let r = countersign_gateway::intake::propose_unfreeze(
+    let r = countersign_gateway::approvers::propose_unfreeze(
         &gw.state,
         &"alice".parse().unwrap(),
         "again",
@@ -570,7 +570,7 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     // An approval to lift one freeze never lifts a later one.
     gw.clock.advance(10);
     assert!(gw.state.store.freeze("approver:carol", "first", gw.now()).await.unwrap());
-    let old = countersign_gateway::intake::propose_unfreeze(
+    let old = countersign_gateway::approvers::propose_unfreeze(
         &gw.state,
         &"alice".parse().unwrap(),
         "first over",
@@ -579,10 +579,14 @@ pub async fn new_keys_and_unfreezing_need_the_admin_quorum(db: Db) {
     .await
     .unwrap();
     let old_id = old.operation.id.as_str().to_owned();
-    let lift =
-        countersign_gateway::intake::propose_unfreeze(&gw.state, &"alice".parse().unwrap(), "lift", gw.now())
-            .await
-            .unwrap();
+    let lift = countersign_gateway::approvers::propose_unfreeze(
+        &gw.state,
+        &"alice".parse().unwrap(),
+        "lift",
+        gw.now(),
+    )
+    .await
+    .unwrap();
     let lift_id = lift.operation.id.as_str().to_owned();
     decide(&gw, &mut dave, &lift_id, Decision::Approve, &same).await;
     decide(&gw, &mut erin, &lift_id, Decision::Approve, &same).await;

@@ -123,7 +123,7 @@ pub async fn one_bad_operation_never_stops_the_sweep(db: Db) {
     let mut config = (*state.config).clone();
     config.checkpoint_every = 1;
     state.config = Arc::new(config);
-    let expired = countersign_gateway::intake::sweep_once(&state, gw.now()).await.unwrap();
+    let expired = countersign_gateway::sweep::sweep_once(&state, gw.now()).await.unwrap();
     assert!(expired >= 1, "the due operation expired");
     assert_eq!(gw.state.store.operation(&due).await.unwrap().unwrap().state.as_str(), "expired");
     let head = gw.state.store.audit_head().await.unwrap();
@@ -244,7 +244,7 @@ pub async fn freezing_again_is_audited_and_cancels_a_pending_unfreeze(db: Db) {
     assert!(gw.state.store.freeze("approver:carol", "suspicious traffic", gw.now()).await.unwrap());
     let proposer = "alice".parse().unwrap();
     let unfreeze =
-        countersign_gateway::intake::propose_unfreeze(&gw.state, &proposer, "keys rotated", gw.now())
+        countersign_gateway::approvers::propose_unfreeze(&gw.state, &proposer, "keys rotated", gw.now())
             .await
             .unwrap();
     gw.clock.advance(30);

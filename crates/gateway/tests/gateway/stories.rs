@@ -379,9 +379,9 @@ pub async fn pending_operations_expire_and_are_never_released(db: Db) {
     let r = gw.withdraw(&key, &eth("5")).await;
     assert_eq!(r.state(), "pending");
     gw.clock.advance(3599);
-    assert_eq!(countersign_gateway::intake::sweep_once(&gw.state, gw.now()).await.unwrap(), 0);
+    assert_eq!(countersign_gateway::sweep::sweep_once(&gw.state, gw.now()).await.unwrap(), 0);
     gw.clock.advance(1); // exactly expires_at
-    assert_eq!(countersign_gateway::intake::sweep_once(&gw.state, gw.now()).await.unwrap(), 1);
+    assert_eq!(countersign_gateway::sweep::sweep_once(&gw.state, gw.now()).await.unwrap(), 1);
     let stored = gw.state.store.operation(&r.op_id()).await.unwrap().unwrap();
     assert_eq!(stored.state.as_str(), "expired");
     // An expired operation cannot move to released, not even by a racing instance.
@@ -404,7 +404,7 @@ pub async fn pending_operations_expire_and_are_never_released(db: Db) {
     assert!(!moved);
     assert!(gw.state.store.ledger().await.unwrap().is_empty());
     // A second sweep finds nothing more.
-    assert_eq!(countersign_gateway::intake::sweep_once(&gw.state, gw.now()).await.unwrap(), 0);
+    assert_eq!(countersign_gateway::sweep::sweep_once(&gw.state, gw.now()).await.unwrap(), 0);
     assert_eq!(gw.audit_events().await.iter().filter(|e| *e == "operation.expired").count(), 1);
 }
 
@@ -757,7 +757,7 @@ pub async fn unfreezing_is_an_operation_that_needs_the_admin_quorum(db: Db) {
     assert!(gw.state.store.freeze("approver:carol", "suspicious traffic", gw.now()).await.unwrap());
     let proposer = "alice".parse().unwrap();
     let record =
-        countersign_gateway::intake::propose_unfreeze(&gw.state, &proposer, "keys rotated", gw.now())
+        countersign_gateway::approvers::propose_unfreeze(&gw.state, &proposer, "keys rotated", gw.now())
             .await
             .unwrap();
     assert_eq!(record.state.as_str(), "pending");
