@@ -97,6 +97,7 @@ fn main() {
         },
         recent: &[],
         risk_score: 0,
+        key_limit: None,
     };
 
     println!("COUNTERSIGN protocol demo (CLI; the desktop app and gateway are not built yet)\n");

@@ -279,27 +279,7 @@ impl SignedRegistry {
     }
 }
 
-/// The person an operation is about (enrolling or revoking them), who must not
-/// approve it.
-#[must_use]
-pub fn subject(op: &Operation) -> Option<&ApproverId> {
-    match &op.action {
-        Action::ApproverEnroll(e) => Some(&e.approver),
-        Action::ApproverRevoke(r) => Some(&r.approver),
-        _ => None,
-    }
-}
-
-/// Who decides an operation: approvers decide withdrawals, admins decide every
-/// administrative change (enrollment, revocation, policy, allowlist, API keys,
-/// unfreeze).
-#[must_use]
-pub fn deciding_role(op: &Operation) -> Role {
-    match op.action {
-        Action::Withdrawal(_) => Role::Approver,
-        _ => Role::Admin,
-    }
-}
+pub use crate::rules::{deciding_role, subject};
 
 /// The least quorum the policy demands for this operation from its amount and kind
 /// alone (context-dependent extras such as velocity or risk can only add to it, so

@@ -14,7 +14,8 @@
 //! | [`operation`] | [`Operation`], [`Action`] and the fields approvers see |
 //! | [`canonical`] | RFC 8785 encoding, strict decoding, [`Digest`], [`Fingerprint`] |
 //! | [`binding`] | the `countersign` clientDataJSON member, [`Decision`] |
-//! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] |
+//! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] and what it does to a new operation |
+//! | [`rules`] | who may decide what ([`rules::may_decide`]), which decisions still count |
 //! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
 //! | [`risk`] | risk signals about the initiating API key, [`risk::assess`] |
 //! | [`piv`] | the message a YubiKey PIV key signs for an approval, and its check |
@@ -44,6 +45,7 @@ pub mod policy;
 pub mod quorum;
 pub mod release;
 pub mod risk;
+pub mod rules;
 pub mod timestamp;
 
 pub use amount::Amount;

@@ -376,6 +376,9 @@ pub struct Context<'a> {
     pub recent: &'a [RecentTransfer],
     /// 0 (normal) to 100 (alarming), from the risk signals.
     pub risk_score: u32,
+    /// The initiating API key's own limit per request, in the reference currency
+    /// (`None`: none). A withdrawal above it is denied before any other rule.
+    pub key_limit: Option<Amount>,
 }
 
 /// Why an operation needs approval.
@@ -458,6 +461,33 @@ pub enum Verdict {
     },
 }
 
+/// What a verdict does to a new operation, decided in one place for withdrawals
+/// and administrative proposals alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Released at once (no approval needed).
+    Release,
+    /// Held for approvers until the given time.
+    Hold {
+        /// When it expires undecided.
+        expires_at: Timestamp,
+    },
+    /// Refused, and recorded as denied.
+    Deny,
+}
+
+impl Verdict {
+    /// What this verdict does to a new operation.
+    #[must_use]
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Verdict::Allow => Disposition::Release,
+            Verdict::RequireApproval { expires_at, .. } => Disposition::Hold { expires_at: *expires_at },
+            Verdict::Deny { .. } => Disposition::Deny,
+        }
+    }
+}
+
 /// Judge an action under a policy. Pure: `now` is a parameter.
 #[must_use]
 pub fn evaluate(
@@ -467,6 +497,13 @@ pub fn evaluate(
     ctx: &Context<'_>,
     now: Timestamp,
 ) -> Verdict {
+    if let (Action::Withdrawal(w), Some(max)) = (action, ctx.key_limit)
+        && w.reference_value.amount > max
+    {
+        let message =
+            format!("exceeds this API key's per-request limit of {max} {}", policy.reference_currency);
+        return Verdict::Deny { reason: DenyReason::Rule { message } };
+    }
     if let Some(rule) = policy.deny.iter().find(|r| r.matches(initiator, action)) {
         return Verdict::Deny { reason: DenyReason::Rule { message: rule.reason.clone() } };
     }

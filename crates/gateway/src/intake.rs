@@ -3,7 +3,7 @@
 use countersign_core::canonical;
 use countersign_core::id::{AccountId, AssetCode, NetworkId, OperationId};
 use countersign_core::operation::{Action, Destination, Initiator, Operation, ReferenceValue, Withdrawal};
-use countersign_core::policy::{Context, DenyReason, Verdict, evaluate, velocity_used_percent};
+use countersign_core::policy::{Context, Disposition, Verdict, evaluate, velocity_used_percent};
 use countersign_core::risk::{BASELINE_SECONDS, RiskAssessment, RiskInput, assess};
 use countersign_core::{Amount, Digest, Timestamp};
 use data_encoding::{BASE32_NOPAD, HEXLOWER};
@@ -229,20 +229,13 @@ pub async fn submit(
         now,
     );
     let action = Action::Withdrawal(withdrawal);
-    let verdict = match key.max_reference_value {
-        Some(max) if value > max => Verdict::Deny {
-            reason: DenyReason::Rule {
-                message: format!(
-                    "exceeds this API key's per-request limit of {max} {}",
-                    policy.reference_currency
-                ),
-            },
-        },
-        _ => {
-            let ctx = Context { destination: destination_status, recent: &recent, risk_score: risk.score };
-            evaluate(&policy, &initiator, &action, &ctx, now)
-        }
+    let ctx = Context {
+        destination: destination_status,
+        recent: &recent,
+        risk_score: risk.score,
+        key_limit: key.max_reference_value,
     };
+    let verdict = evaluate(&policy, &initiator, &action, &ctx, now);
     if matches!(verdict, Verdict::RequireApproval { .. })
         && state.store.pending_for_key(&mut tx, key.id.as_str()).await? >= state.config.max_pending_per_key
     {
@@ -261,10 +254,10 @@ pub async fn submit(
         ));
     }
     let ttl = i64::try_from(policy.approval_ttl_seconds).unwrap_or(i64::MAX);
-    let (state_after, expires_at) = match &verdict {
-        Verdict::Allow => (OpState::Released, now.plus_seconds(ttl)),
-        Verdict::RequireApproval { expires_at, .. } => (OpState::Pending, *expires_at),
-        Verdict::Deny { .. } => (OpState::Denied, now.plus_seconds(ttl)),
+    let (state_after, expires_at) = match verdict.disposition() {
+        Disposition::Release => (OpState::Released, now.plus_seconds(ttl)),
+        Disposition::Hold { expires_at } => (OpState::Pending, expires_at),
+        Disposition::Deny => (OpState::Denied, now.plus_seconds(ttl)),
     };
     let operation = new_operation(now, expires_at, policy.version, initiator, action)?;
     let digest = Digest::of(&operation)?;

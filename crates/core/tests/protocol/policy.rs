@@ -298,7 +298,12 @@ fn high_risk_adds_the_risk_quorum() {
 fn every_reason_is_reported_and_quorums_combine() {
     let inside = now().minus_seconds(10).to_string();
     let history = [recent(&inside, "key_mm1", "acct_main", "45000")];
-    let ctx = Context { destination: DestinationStatus::NotAllowlisted, recent: &history, risk_score: 90 };
+    let ctx = Context {
+        destination: DestinationStatus::NotAllowlisted,
+        recent: &history,
+        risk_score: 90,
+        key_limit: None,
+    };
     let v = eval(&withdrawal_action("ETH", "5", "15000"), &ctx);
     assert_eq!(
         reasons(&v),
@@ -400,4 +405,20 @@ fn velocity_used_percent_reports_the_fullest_value_budget() {
     assert_eq!(velocity_used_percent(&policy(), &by_person, &w, &history, now()), Some(16));
     let none = Policy { velocity: vec![], ..policy() };
     assert_eq!(velocity_used_percent(&none, &api_key_initiator(), &w, &history, now()), None);
+}
+
+/// The initiating key's own per-request limit is a policy input: above it the
+/// withdrawal is denied before any other rule, at it the tiers decide as usual.
+#[test]
+fn the_api_keys_own_limit_denies_above_it() {
+    let ctx = Context { key_limit: Some(amt("3000")), ..calm_context() };
+    assert_eq!(eval(&withdrawal_action("ETH", "1", "3000"), &ctx), Verdict::Allow);
+    let v = eval(&withdrawal_action("ETH", "1.0001", "3000.3"), &ctx);
+    let Verdict::Deny { reason: DenyReason::Rule { message } } = &v else { panic!("{v:?}") };
+    assert!(message.contains("per-request limit of 3000"), "{message}");
+    assert_eq!(v.disposition(), Disposition::Deny);
+    // Administrative operations carry no reference value: the limit does not apply.
+    let a = Action::Unfreeze(Unfreeze { freeze_started: now(), reason: "done".into() });
+    let by_admin = evaluate(&policy(), &Initiator::Approver { approver: id("alice") }, &a, &ctx, now());
+    assert!(matches!(by_admin.disposition(), Disposition::Hold { .. }), "{by_admin:?}");
 }

@@ -130,6 +130,7 @@ pub fn calm_context() -> Context<'static> {
         destination: DestinationStatus::Allowlisted { since: t("2026-01-01T00:00:00Z") },
         recent: &[],
         risk_score: 0,
+        key_limit: None,
     }
 }
 

@@ -66,30 +66,36 @@ pub(super) async fn decidable(
     op_id: &str,
     now: Timestamp,
 ) -> Result<OperationRecord> {
+    use countersign_core::rules::{NotDecidable, may_decide};
     let record = state.store.operation(op_id).await?.ok_or_else(|| Error::not_found("operation"))?;
-    let role = countersign_core::certificate::deciding_role(&record.operation);
-    if !who.approver.roles.contains(&role) {
-        return Err(err(
-            403,
-            "decision.wrong_role",
-            format!("only people with the {role:?} role decide on this operation"),
-        ));
-    }
-    if record.state != OpState::Pending {
-        return Err(err(409, "decision.not_pending", format!("the operation is {}", record.state.as_str())));
-    }
-    if now >= record.operation.expires_at {
-        return Err(err(409, "decision.expired", "the operation has expired"));
-    }
-    if record.operation.initiator.responsible_person() == &who.approver.id {
-        return Err(err(
-            403,
-            "decision.initiator",
-            "you are responsible for this operation and cannot decide on it",
-        ));
-    }
-    if countersign_core::certificate::subject(&record.operation) == Some(&who.approver.id) {
-        return Err(err(403, "decision.subject", "this operation is about you: others decide on it"));
+    let pending = record.state == OpState::Pending;
+    match may_decide(&who.approver.id, &who.approver.roles, &record.operation, pending, now) {
+        Ok(()) => {}
+        Err(NotDecidable::WrongRole(role)) => {
+            return Err(err(
+                403,
+                "decision.wrong_role",
+                format!("only people with the {role:?} role decide on this operation"),
+            ));
+        }
+        Err(NotDecidable::NotPending) => {
+            return Err(err(
+                409,
+                "decision.not_pending",
+                format!("the operation is {}", record.state.as_str()),
+            ));
+        }
+        Err(NotDecidable::Expired) => return Err(err(409, "decision.expired", "the operation has expired")),
+        Err(NotDecidable::Initiator) => {
+            return Err(err(
+                403,
+                "decision.initiator",
+                "you are responsible for this operation and cannot decide on it",
+            ));
+        }
+        Err(NotDecidable::Subject) => {
+            return Err(err(403, "decision.subject", "this operation is about you: others decide on it"));
+        }
     }
     Ok(record)
 }
@@ -231,11 +237,7 @@ pub(super) async fn settle(
     let mut decisions = Vec::new();
     let mut approvals = Vec::new();
     for d in state.store.decisions_with_keys_in(&mut tx, op.id.as_str()).await? {
-        // An approval counts only while the key that signed it is active: a key
-        // flagged as cloned or revoked later loses every approval it gave. A
-        // rejection always counts (stopping is safe).
-        let key_active = d.key_status.as_deref() == Some("active");
-        if d.decision == Decision::Approve && !key_active {
+        if !countersign_core::rules::counts(d.decision, d.key_status.as_deref() == Some("active")) {
             continue;
         }
         decisions.push(CountedDecision { approver: d.approver, decision: d.decision });

@@ -2,7 +2,7 @@
 
 use countersign_core::id::ApproverId;
 use countersign_core::operation::{Action, Initiator, Role};
-use countersign_core::policy::{Context, Verdict, evaluate};
+use countersign_core::policy::{Context, Disposition, Verdict, evaluate};
 use countersign_core::{Digest, Timestamp};
 
 use crate::AppState;
@@ -123,18 +123,19 @@ pub async fn propose(
         destination: countersign_core::policy::DestinationStatus::NotAllowlisted,
         recent: &[],
         risk_score: 0,
+        key_limit: None,
     };
     let verdict = evaluate(&policy, &initiator, &action, &ctx, now);
-    let expires_at = match &verdict {
-        Verdict::RequireApproval { expires_at, .. } => *expires_at,
-        Verdict::Deny { reason } => {
+    let expires_at = match (verdict.disposition(), &verdict) {
+        (Disposition::Hold { expires_at }, _) => expires_at,
+        (Disposition::Deny, Verdict::Deny { reason }) => {
             return Err(Error::forbidden(
                 "policy.denied",
                 format!("the policy refuses this operation: {reason:?}"),
             ));
         }
         // Administrative operations always need approval; refuse to apply one unseen.
-        Verdict::Allow => {
+        _ => {
             return Err(Error::internal("policy allowed an administrative operation without approval"));
         }
     };
