@@ -91,18 +91,6 @@ pub struct Client {
     relying_party: Arc<tokio::sync::OnceCell<RelyingParty>>,
 }
 
-/// The gateway's error from a non-2xx response.
-pub(crate) async fn gateway_error(resp: reqwest::Response) -> Error {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    let text = |k: &str| body["error"][k].as_str().map(str::to_owned);
-    Error::Gateway {
-        status,
-        code: text("code").unwrap_or_else(|| format!("http.{status}")),
-        message: text("message").unwrap_or_else(|| "no error body".into()),
-    }
-}
-
 fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T> {
     serde_json::from_value(v).map_err(|e| Error::Protocol(format!("{what}: {e}")))
 }
@@ -159,7 +147,7 @@ impl Client {
         }
         let resp = request.send().await.map_err(|e| self.transport.failure(&e))?;
         if !resp.status().is_success() {
-            return Err(gateway_error(resp).await);
+            return Err(Error::from_response(resp).await);
         }
         resp.json().await.map_err(|e| Error::Protocol(e.to_string()))
     }
@@ -456,7 +444,7 @@ impl Client {
             .await
             .map_err(|e| self.transport.failure(&e))?;
         if !resp.status().is_success() {
-            return Err(gateway_error(resp).await);
+            return Err(Error::from_response(resp).await);
         }
         resp.text().await.map_err(|e| Error::Protocol(e.to_string()))
     }
@@ -467,15 +455,5 @@ impl Client {
     /// Transport errors.
     pub async fn registry(&self) -> Result<Value> {
         self.get("/v1/registry", None).await
-    }
-
-    /// Follow live events from after `last_event_id`, resuming after drops.
-    #[must_use]
-    pub fn events(
-        &self,
-        session: &Session,
-        last_event_id: Option<String>,
-    ) -> tokio::sync::mpsc::Receiver<crate::Update> {
-        crate::events::follow(self.clone(), session.clone(), last_event_id)
     }
 }

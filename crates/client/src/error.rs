@@ -65,3 +65,18 @@ impl Error {
         }
     }
 }
+
+impl Error {
+    /// The gateway's error from a non-2xx response (`http.<status>` when it has no
+    /// error body).
+    pub(crate) async fn from_response(resp: reqwest::Response) -> Error {
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        let text = |k: &str| body["error"][k].as_str().map(str::to_owned);
+        Error::Gateway {
+            status,
+            code: text("code").unwrap_or_else(|| format!("http.{status}")),
+            message: text("message").unwrap_or_else(|| "no error body".into()),
+        }
+    }
+}

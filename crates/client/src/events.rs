@@ -125,7 +125,7 @@ pub(crate) fn follow(
                     failure
                 }
                 Ok(resp) => {
-                    let refused = crate::api::gateway_error(resp).await;
+                    let refused = Error::from_response(resp).await;
                     let _ = tx.send(Update::Refused(refused)).await;
                     return;
                 }
@@ -139,6 +139,18 @@ pub(crate) fn follow(
         }
     });
     rx
+}
+
+impl Client {
+    /// Follow live events from after `last_event_id`, resuming after drops.
+    #[must_use]
+    pub fn events(
+        &self,
+        session: &Session,
+        last_event_id: Option<String>,
+    ) -> tokio::sync::mpsc::Receiver<crate::Update> {
+        follow(self.clone(), session.clone(), last_event_id)
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,6 @@
 //! where `reason` is [`reason_hash`] of the text (of `""` for none). Version 1 signs
 //! no text: a decision sent with it carries no reason.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -51,24 +49,7 @@ pub fn reason_hash(reason: &str) -> String {
     data_encoding::BASE64URL_NOPAD.encode(&h.finalize())
 }
 
-/// What an approver decides about an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Count me towards the quorum.
-    Approve,
-    /// Refuse it (one rejection vetoes by default).
-    Reject,
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Decision::Approve => "approve",
-            Decision::Reject => "reject",
-        })
-    }
-}
+pub use crate::decision::Decision;
 
 /// The `countersign` member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +142,10 @@ impl ApprovalBinding {
             _ => return Err(Error::BindingVersion(self.v)),
         }
         if self.op != op.id.as_str() {
-            return Err(Error::BindingOperationMismatch { expected: op.id.clone(), found: self.op.clone() });
+            return Err(Error::BindingOperationMismatch {
+                expected: op.id.to_string(),
+                found: self.op.clone(),
+            });
         }
         let expected = Digest::of(op)?;
         // Compare decoded bytes so that only the one canonical base64url spelling passes.

@@ -4,8 +4,6 @@
 //! these codes into HTTP answers and the CLI into exit messages, so renaming a
 //! code is a protocol change.
 
-use crate::operation::OperationId;
-
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -65,7 +63,7 @@ pub enum Error {
     #[error("approval binding is for operation {found}, expected {expected}")]
     BindingOperationMismatch {
         /// The operation the decision is for.
-        expected: OperationId,
+        expected: String,
         /// What the signed binding says.
         found: String,
     },
@@ -76,9 +74,9 @@ pub enum Error {
     #[error("approval binding decision is {found}, expected {expected}")]
     BindingDecisionMismatch {
         /// The decision being recorded.
-        expected: crate::binding::Decision,
+        expected: crate::decision::Decision,
         /// What the signed binding says.
-        found: crate::binding::Decision,
+        found: crate::decision::Decision,
     },
 
     /// The reason (or comment) sent with a decision is not the one the key signed

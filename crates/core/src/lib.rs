@@ -37,6 +37,7 @@ pub mod audit;
 pub mod binding;
 pub mod canonical;
 pub mod certificate;
+pub mod decision;
 pub mod error;
 pub mod id;
 pub mod operation;

@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
+use crate::AppState;
 use crate::error::Error;
-use crate::{AppState, Peer};
 
 /// How long a client has to send its request headers, and then its body.
 #[derive(Debug, Clone, Copy)]
@@ -93,3 +93,8 @@ where
         });
     }
 }
+
+/// The address a request came from, for every listener the gateway serves on
+/// (plain TCP, or TLS via [`crate::tls::TlsListener`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);

@@ -6,6 +6,7 @@ mod approver;
 mod public;
 mod withdrawals;
 
+pub use crate::http::Peer;
 pub use public::OPENAPI;
 
 use std::net::SocketAddr;
@@ -58,11 +59,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), http::read_body_in_time))
         .with_state(state)
 }
-
-/// The address a request came from, for every listener the gateway serves on
-/// (plain TCP, or TLS via [`tls::TlsListener`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// Serve on `listener` (plain TCP or [`tls::TlsListener`]) until the process is
 /// stopped; the expiry sweep and settlement delivery run beside it.
