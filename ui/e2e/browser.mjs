@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
-const dist = join(here, "..", "dist");
+const dist = join(here, "..", "dist-fake"); // `npm run build:fake`: the UI with the fake backend
 const shots = join(here, "..", "..", "docs", "screenshots");
 const types = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml" };
 
@@ -41,6 +41,19 @@ async function check(name, fn) {
 function expect(cond, what) {
   if (!cond) throw new Error(what);
 }
+
+await check("the desktop's bundle (ui/dist) carries no fake backend", async () => {
+  const { readdir } = await import("node:fs/promises");
+  const prod = join(here, "..", "dist", "assets");
+  const files = await readdir(prod);
+  expect(files.some((f) => f.endsWith(".js")), `ui/dist is built (${files})`);
+  for (const f of files) {
+    const text = await readFile(join(prod, f), "utf8");
+    expect(!f.startsWith("fake-backend") && !text.includes("fake.gateway"), `${f} carries the fake backend`);
+  }
+  const fake = await readdir(join(dist, "assets"));
+  expect(fake.some((f) => f.startsWith("fake-backend")), "the browser tests' build has it");
+});
 
 for (const scheme of ["light", "dark"]) {
   await check(`approve flow (${scheme})`, async () => {

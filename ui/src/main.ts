@@ -1,15 +1,19 @@
 import "./style.css";
 import { App } from "./app";
 import type { Backend } from "./backend";
-import { FakeBackend } from "./fake-backend";
 
 async function backend(): Promise<Backend> {
   // Inside Countersign Desktop the Tauri bridge exists; in a plain browser (`vite`,
   // the browser tests) the UI runs against the fake backend.
   if ("__TAURI_INTERNALS__" in window) return (await import("./tauri-backend")).tauriBackend;
+  // The fake backend exists only in development and the browser tests' build: Vite
+  // replaces these constants, so the production bundle does not contain it.
+  if (!import.meta.env.DEV && import.meta.env.MODE !== "fake") {
+    throw new Error("Countersign runs inside Countersign Desktop; this page has no backend.");
+  }
   const params = new URLSearchParams(location.search);
   const count = Number(params.get("ops") ?? "2");
-  const { sampleOperation } = await import("./fake-backend");
+  const { FakeBackend, sampleOperation } = await import("./fake-backend");
   const outcomes = ["released", "rejected", "expired", "released"];
   const decided = Array.from({ length: Number(params.get("decided") ?? "0") }, (_, i) => {
     const op = sampleOperation(count + i + 1, String(2 + i * 7));
