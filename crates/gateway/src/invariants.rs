@@ -179,15 +179,42 @@ const TERMINAL_EVENTS: [&str; 5] = [
     "operation.cancelled",
 ];
 
+/// Everything the checker reads, loaded once.
+struct Snapshot {
+    ops: BTreeMap<String, StoredOp>,
+    policies: BTreeMap<u32, Policy>,
+    credentials: BTreeMap<String, StoredCredential>,
+    /// Every key that ever counted (a key revoked after an approval does not undo
+    /// the release it took part in).
+    registry: Registry,
+    decisions: Vec<StoredDecision>,
+}
+
 /// Check every invariant. Read-only; a database error is an `Err`, a broken
-/// promise is a [`Violation`] in the report.
+/// promise is a [`Violation`] in the report. One function per rule below, in the
+/// order of the module table.
 ///
 /// # Errors
 /// Database errors.
 pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     let mut report = Report::default();
+    let ops = operations(state, &mut report).await?;
+    accepted_missing(&ops, evidence, &mut report);
+    let (policies, credentials, registry) = registry(state).await?;
+    let decisions = load_decisions(state).await?;
+    let db = Snapshot { ops, policies, credentials, registry, decisions };
+    vetoed_releases(&db.decisions, &db.ops, &mut report);
+    decisions_verify(&db, &mut report);
+    let ledger = releases(state, &db, &mut report).await?;
+    audit(state, &db, &mut report).await?;
+    if let Some(settled) = &evidence.settled {
+        settlement(settled, &ledger, &mut report);
+    }
+    Ok(report)
+}
 
-    // Operations, decoded strictly, digests recomputed.
+/// `operation.corrupt`: operations, decoded strictly, digests recomputed.
+async fn operations(state: &AppState, report: &mut Report) -> Result<BTreeMap<String, StoredOp>> {
     let mut ops: BTreeMap<String, StoredOp> = BTreeMap::new();
     for r in state.store.raw_operations().await? {
         let (id, state_text, canonical_text, digest, verdict) =
@@ -216,7 +243,11 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
         }
     }
 
-    // Accepted by the gateway, as clients were told.
+    Ok(ops)
+}
+
+/// `accepted.missing`: accepted by the gateway, as clients were told.
+fn accepted_missing(ops: &BTreeMap<String, StoredOp>, evidence: &Evidence, report: &mut Report) {
     for (id, digest) in &evidence.accepted {
         report.accepted += 1;
         match ops.get(id) {
@@ -233,9 +264,13 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             Some(_) => {}
         }
     }
+}
 
-    // Policies by version, and the registry of every key that ever counted (a key
-    // revoked after an approval does not undo the release it took part in).
+/// Policies by version, every key by id, and the registry of every key that ever
+/// counted.
+async fn registry(
+    state: &AppState,
+) -> Result<(BTreeMap<u32, Policy>, BTreeMap<String, StoredCredential>, Registry)> {
     let mut policies: BTreeMap<u32, Policy> = BTreeMap::new();
     for (version, doc) in state.store.raw_policies().await? {
         let policy: Policy =
@@ -285,7 +320,10 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
         approvers,
     };
 
-    // Decisions: each a verified assertion, bound to its operation and decision.
+    Ok((policies, credentials, registry))
+}
+
+async fn load_decisions(state: &AppState) -> Result<Vec<StoredDecision>> {
     let mut decisions: Vec<StoredDecision> = Vec::new();
     for r in state.store.raw_decisions().await? {
         let approver = r.approver;
@@ -303,9 +341,15 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             decided_at: r.decided_at,
         });
     }
-    vetoed_releases(&decisions, &ops, &mut report);
+    Ok(decisions)
+}
+
+/// `decision.unverified`: each decision a verified assertion, bound to its operation
+/// and decision; `counter.regressed`: each key's counters only increase.
+fn decisions_verify(db: &Snapshot, report: &mut Report) {
+    let (ops, credentials, registry) = (&db.ops, &db.credentials, &db.registry);
     let mut counters: BTreeMap<&str, Vec<(i64, u32, &str)>> = BTreeMap::new();
-    for d in &decisions {
+    for d in &db.decisions {
         report.decisions += 1;
         let subject = format!("{} by {}", d.operation, d.approval.approver);
         let Some(op) = ops.get(&d.operation) else {
@@ -339,7 +383,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             algorithm: "es256".into(),
             public_key: cred.public_key.clone(),
         };
-        if let Err(e) = verify_assertion(0, &d.approval, &key, &registry, &op.operation, decision) {
+        if let Err(e) = verify_assertion(0, &d.approval, &key, registry, &op.operation, decision) {
             report.violation("decision.unverified", subject.clone(), format!("{}: {e}", e.code()));
         }
         match signature_counter(&d.approval.authenticator_data) {
@@ -375,13 +419,21 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             );
         }
     }
+}
 
-    // Releases: the ledger against the operations, each document verified as
-    // settlement verifies it.
+/// `release.state`, `release.unverified`, `release.basis`,
+/// `release.approval_not_stored`: the ledger against the operations, each document
+/// verified as settlement verifies it. Returns the ledger: operation id → (release
+/// document, whether it is marked delivered).
+async fn releases(
+    state: &AppState,
+    db: &Snapshot,
+    report: &mut Report,
+) -> Result<BTreeMap<String, (Value, bool)>> {
+    let (ops, policies, registry, decisions) = (&db.ops, &db.policies, &db.registry, &db.decisions);
     // Stored decisions by (operation, person): a person decides an operation once.
     let by_person: BTreeMap<(&str, &str), &StoredDecision> =
         decisions.iter().map(|d| ((d.operation.as_str(), d.approval.approver.as_str()), d)).collect();
-    // Operation id → (release document, whether it is marked delivered).
     let mut ledger: BTreeMap<String, (Value, bool)> = BTreeMap::new();
     for r in state.store.raw_ledger().await? {
         let (id, cert, delivered) = (r.operation, r.certificate, r.delivered_at);
@@ -405,7 +457,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             );
             continue;
         };
-        let trust = Trust { gateway: &state.keys.verifying_key(), policy, registry: &registry };
+        let trust = Trust { gateway: &state.keys.verifying_key(), policy, registry };
         match verify_release(cert.as_bytes(), &trust) {
             Ok(released) if released.id == op.operation.id => {}
             Ok(released) => {
@@ -441,13 +493,18 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             serde_json::from_str(&cert).map_err(|e| Error::internal(format!("ledger row {id}: {e}")))?;
         ledger.insert(id, (value, delivered.is_some()));
     }
-    for (id, op) in &ops {
+    for (id, op) in ops {
         if op.state == OpState::Released && !ledger.contains_key(id) {
             report.violation("release.state", id, "released without a settlement-ledger row");
         }
     }
 
-    // The audit chain: verified end to end, and covering every state change.
+    Ok(ledger)
+}
+
+/// `audit.chain`: the chain verifies and its head is the stored head;
+/// `audit.coverage` and `release.twice`: every state change is in it once.
+async fn audit(state: &AppState, db: &Snapshot, report: &mut Report) -> Result<()> {
     let export = state.store.audit_export().await?;
     match verify_export(&export, &state.keys.verifying_key()) {
         Ok(summary) => {
@@ -476,7 +533,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             *counted.entry((op.to_owned(), who)).or_default() += 1;
         }
     }
-    for (id, op) in &ops {
+    for (id, op) in &db.ops {
         let count = |event: &str| events.get(&(id.as_str(), event)).copied().unwrap_or(0);
         if count("operation.received") != 1 {
             report.violation(
@@ -497,7 +554,7 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
             report.violation("audit.coverage", id, format!("ended more than once: {ends:?}"));
         }
     }
-    for d in &decisions {
+    for d in &db.decisions {
         let n = counted.get(&(d.operation.clone(), d.approval.approver.to_string())).copied().unwrap_or(0);
         if n != 1 {
             report.violation(
@@ -508,50 +565,48 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
         }
     }
 
-    // What settlement received.
-    if let Some(settled) = &evidence.settled {
-        let mut received: BTreeMap<String, &Value> = BTreeMap::new();
-        for doc in settled {
-            report.settled += 1;
-            let id = serde_json::from_value::<ReleaseDocument>(doc.clone())
-                .ok()
-                .and_then(|d| canonical::decode(d.operation.as_bytes()).ok())
-                .map(|op| op.id.to_string());
-            let Some(id) = id else {
-                report.violation(
-                    "settlement.unknown",
-                    "document",
-                    "settlement received a malformed release document",
-                );
-                continue;
-            };
-            match (ledger.get(&id).map(|(doc, _)| doc), received.get(&id)) {
-                (None, _) => report.violation(
-                    "settlement.unknown",
-                    &id,
-                    "settlement received a release the ledger does not hold",
-                ),
-                (Some(_), Some(first)) if *first != doc => {
-                    report.violation(
-                        "release.twice",
-                        &id,
-                        "settlement received two different release documents",
-                    );
-                }
-                (Some(_), Some(_)) => report.repeated_deliveries += 1,
-                (Some(s), None) if s != doc => {
-                    report.violation("settlement.unknown", &id, "the document differs from the ledger's");
-                }
-                (Some(_), None) => {
-                    received.insert(id, doc);
-                }
+    Ok(())
+}
+
+/// `settlement.unknown`, `settlement.lost`, `release.twice`: what settlement
+/// received against the ledger.
+fn settlement(settled: &[Value], ledger: &BTreeMap<String, (Value, bool)>, report: &mut Report) {
+    let mut received: BTreeMap<String, &Value> = BTreeMap::new();
+    for doc in settled {
+        report.settled += 1;
+        let id = serde_json::from_value::<ReleaseDocument>(doc.clone())
+            .ok()
+            .and_then(|d| canonical::decode(d.operation.as_bytes()).ok())
+            .map(|op| op.id.to_string());
+        let Some(id) = id else {
+            report.violation(
+                "settlement.unknown",
+                "document",
+                "settlement received a malformed release document",
+            );
+            continue;
+        };
+        match (ledger.get(&id).map(|(doc, _)| doc), received.get(&id)) {
+            (None, _) => report.violation(
+                "settlement.unknown",
+                &id,
+                "settlement received a release the ledger does not hold",
+            ),
+            (Some(_), Some(first)) if *first != doc => {
+                report.violation("release.twice", &id, "settlement received two different release documents");
             }
-        }
-        for (id, _) in ledger.iter().filter(|(_, (_, delivered))| *delivered) {
-            if !received.contains_key(id) {
-                report.violation("settlement.lost", id, "marked delivered, but settlement never received it");
+            (Some(_), Some(_)) => report.repeated_deliveries += 1,
+            (Some(s), None) if s != doc => {
+                report.violation("settlement.unknown", &id, "the document differs from the ledger's");
+            }
+            (Some(_), None) => {
+                received.insert(id, doc);
             }
         }
     }
-    Ok(report)
+    for (id, _) in ledger.iter().filter(|(_, (_, delivered))| *delivered) {
+        if !received.contains_key(id) {
+            report.violation("settlement.lost", id, "marked delivered, but settlement never received it");
+        }
+    }
 }
