@@ -13,6 +13,7 @@ use countersign_core::canonical::{self, Digest};
 use countersign_core::operation::*;
 use countersign_core::policy::*;
 use countersign_core::quorum::{CountedDecision, Roster};
+use countersign_core::verdict::*;
 use countersign_core::{Amount, ApprovalBinding, Decision, Tally, Timestamp, evaluate, tally};
 
 fn id<T: std::str::FromStr>(s: &str) -> T

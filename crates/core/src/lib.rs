@@ -14,7 +14,8 @@
 //! | [`operation`] | [`Operation`], [`Action`] and the fields approvers see |
 //! | [`canonical`] | RFC 8785 encoding, strict decoding, [`Digest`], [`Fingerprint`] |
 //! | [`binding`] | the `countersign` clientDataJSON member, [`Decision`] |
-//! | [`policy`] | [`Policy`], [`evaluate`], [`Verdict`] and what it does to a new operation |
+//! | [`policy`] | the [`Policy`] document and its validation |
+//! | [`verdict`] | [`evaluate`]: an action judged under a policy, its [`Verdict`] and disposition |
 //! | [`rules`] | who may decide what ([`rules::may_decide`]), which decisions still count |
 //! | [`quorum`] | [`tally`] of verified decisions, [`Roster`] |
 //! | [`risk`] | risk signals about the initiating API key, [`risk::assess`] |
@@ -22,7 +23,7 @@
 //! | [`certificate`] | quorum certificates, the approver registry, offline [`certificate::verify_quorum`] |
 //! | [`release`] | the signed release document and settlement's [`release::verify_release`] |
 //! | [`audit`] | the hash-chained audit log, signed checkpoints, [`audit::verify_export`] |
-//! | [`amount`], [`timestamp`], [`id`] | exact decimals, UTC seconds, identifiers |
+//! | [`amount`], [`timestamp`], [`id`], [`kind`], [`decision`], [`text`] | exact decimals, UTC seconds, identifiers, operation kinds, decisions, text limits |
 //!
 //! The wire format is specified in `docs/protocol.md`, with test vectors under
 //! `docs/vectors/` that this crate's tests check.
@@ -40,6 +41,7 @@ pub mod certificate;
 pub mod decision;
 pub mod error;
 pub mod id;
+pub mod kind;
 pub mod operation;
 pub mod piv;
 pub mod policy;
@@ -47,16 +49,19 @@ pub mod quorum;
 pub mod release;
 pub mod risk;
 pub mod rules;
+pub mod text;
 pub mod timestamp;
+pub mod verdict;
 
 pub use amount::Amount;
 pub use binding::{ApprovalBinding, Decision};
 pub use canonical::{Digest, Fingerprint};
 pub use error::{Error, Result};
 pub use operation::{Action, Initiator, Operation, OperationKind};
-pub use policy::{Policy, Verdict, evaluate};
+pub use policy::Policy;
 pub use quorum::{Roster, Tally, tally};
 pub use timestamp::Timestamp;
+pub use verdict::{Verdict, evaluate};
 
 /// The AAGUID of `countersign-softkey`, the software authenticator for tests and the
 /// demo. The gateway marks every credential with this AAGUID as **software** and

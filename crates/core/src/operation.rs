@@ -6,7 +6,6 @@
 //! and everything in here is covered by the digest (see [`crate::canonical`]).
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -17,10 +16,9 @@ pub use crate::id::{AccountId, ApiKeyId, ApproverId, AssetCode, GroupName, Netwo
 use crate::policy::Policy;
 use crate::timestamp::Timestamp;
 
-/// Longest destination address or memo accepted.
-pub const MAX_ADDRESS_LEN: usize = 256;
-/// Longest free-text field (labels, reasons, names), in characters.
-pub const MAX_TEXT_LEN: usize = 256;
+pub use crate::kind::OperationKind;
+use crate::text::check_address;
+pub use crate::text::{MAX_ADDRESS_LEN, MAX_TEXT_LEN, check_text};
 
 /// One operation as approvers see and sign it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,42 +87,6 @@ pub enum Action {
     ApiKeyCreate(ApiKeyCreate),
     /// Lift a freeze of all API keys.
     Unfreeze(Unfreeze),
-}
-
-/// The kind of an [`Action`], for policy rules, filters and display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum OperationKind {
-    Withdrawal,
-    AllowlistAdd,
-    PolicyUpdate,
-    ApproverEnroll,
-    ApproverRevoke,
-    ApiKeyCreate,
-    Unfreeze,
-}
-
-impl OperationKind {
-    /// The snake_case name used on the wire.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Withdrawal => "withdrawal",
-            Self::AllowlistAdd => "allowlist_add",
-            Self::PolicyUpdate => "policy_update",
-            Self::ApproverEnroll => "approver_enroll",
-            Self::ApproverRevoke => "approver_revoke",
-            Self::ApiKeyCreate => "api_key_create",
-            Self::Unfreeze => "unfreeze",
-        }
-    }
-}
-
-impl fmt::Display for OperationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl Action {
@@ -332,30 +294,6 @@ pub struct Unfreeze {
     pub reason: String,
 }
 
-/// Characters that change how text *looks* without being visible themselves: bidi
-/// embeddings, overrides and isolates, zero-width characters, the BOM, soft hyphen.
-/// Refused in every text an approver reads, so a label cannot display as something
-/// other than its bytes ("Trojan Source"-style spoofing).
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-}
-
-/// Free text shown to people: at most [`MAX_TEXT_LEN`] characters, no control or
-/// invisible formatting characters.
-///
-/// # Errors
-/// [`Error::InvalidOperation`] naming `field`.
-pub fn check_text(field: &str, s: &str) -> Result<()> {
-    if s.chars().count() > MAX_TEXT_LEN || s.chars().any(|c| c.is_control() || is_invisible_format(c)) {
-        return Err(Error::InvalidOperation(format!(
-            "{field}: at most {MAX_TEXT_LEN} characters, no control or invisible formatting characters"
-        )));
-    }
-    Ok(())
-}
-
 fn check_b64url(field: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 1366
@@ -402,17 +340,6 @@ fn check_cidr(s: &str) -> Result<()> {
         _ => Err(Error::InvalidOperation(format!(
             "ip_allowlist: {s:?} is not a canonical CIDR block such as 198.51.100.0/24"
         ))),
-    }
-}
-
-pub(crate) fn check_address(field: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty() && s.len() <= MAX_ADDRESS_LEN && s.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidOperation(format!(
-            "{field}: 1 to {MAX_ADDRESS_LEN} printable ASCII characters without spaces"
-        )))
     }
 }
 

@@ -3,8 +3,8 @@
 use countersign_core::canonical;
 use countersign_core::id::{AccountId, AssetCode, NetworkId, OperationId};
 use countersign_core::operation::{Action, Destination, Initiator, Operation, ReferenceValue, Withdrawal};
-use countersign_core::policy::{Context, Disposition, Verdict, evaluate, velocity_used_percent};
 use countersign_core::risk::{BASELINE_SECONDS, RiskAssessment, RiskInput, assess};
+use countersign_core::verdict::{Context, Disposition, Verdict, evaluate, velocity_used_percent};
 use countersign_core::{Amount, Digest, Timestamp};
 use data_encoding::{BASE32_NOPAD, HEXLOWER};
 use serde::Deserialize;

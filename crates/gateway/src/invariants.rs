@@ -33,8 +33,9 @@ use countersign_core::certificate::{
 };
 use countersign_core::id::{ApproverId, GroupName};
 use countersign_core::operation::{Operation, Role};
-use countersign_core::policy::{Policy, Verdict};
+use countersign_core::policy::Policy;
 use countersign_core::release::{ReleaseBasis, ReleaseDocument, Trust, verify_release};
+use countersign_core::verdict::Verdict;
 use serde::Serialize;
 use serde_json::Value;
 

@@ -2,6 +2,7 @@
 
 use countersign_core::operation::{Action, Initiator, OperationKind, Unfreeze};
 use countersign_core::policy::*;
+use countersign_core::verdict::*;
 use countersign_core::{Error, Verdict, evaluate};
 
 use crate::support::*;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use countersign_core::operation::*;
 use countersign_core::policy::*;
+pub use countersign_core::verdict::*;
 use countersign_core::{Amount, Timestamp};
 
 pub fn t(s: &str) -> Timestamp {

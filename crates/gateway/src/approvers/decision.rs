@@ -4,9 +4,10 @@
 
 use countersign_core::Timestamp;
 use countersign_core::binding::{ApprovalBinding, Decision};
-use countersign_core::policy::{Quorum, Verdict};
+use countersign_core::policy::Quorum;
 use countersign_core::quorum::{CountedDecision, Roster, Tally, tally};
 use countersign_core::release::{ReleaseBasis, sign_release};
+use countersign_core::verdict::Verdict;
 use data_encoding::BASE64URL_NOPAD;
 use serde::Serialize;
 use webauthn_rs::prelude::*;

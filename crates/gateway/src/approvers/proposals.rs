@@ -2,7 +2,7 @@
 
 use countersign_core::id::ApproverId;
 use countersign_core::operation::{Action, Initiator, Role};
-use countersign_core::policy::{Context, Disposition, Verdict, evaluate};
+use countersign_core::verdict::{Context, Disposition, Verdict, evaluate};
 use countersign_core::{Digest, Timestamp};
 
 use crate::AppState;

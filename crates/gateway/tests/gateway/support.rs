@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use countersign_core::operation::{Scope, SigningAlgorithm};
 use countersign_core::policy::*;
+#[allow(unused_imports)]
+use countersign_core::verdict::*;
 use countersign_core::{Amount, Timestamp};
 use countersign_gateway::clock::FixedClock;
 use countersign_gateway::config::{Config, DatabaseUrl};
