@@ -12,22 +12,21 @@
 //! with the number of approvers watching. Each stream re-checks its session after
 //! a quiet second, every [`SESSION_CHECK_EVERY`] events, and right after a
 //! revocation or a flagged key. Heartbeats keep proxies from closing idle streams.
+//!
+//! This module is the tail, the limits and who sees what; one stream's driver is the
+//! HTTP handler's, in `routes/events.rs`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use countersign_core::audit::AuditEntry;
 use countersign_core::certificate::deciding_role;
-use futures_util::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::AppState;
-use crate::approvers::Session;
 use crate::error::{Error, Result};
+use crate::store::{Approver, Store};
 
 /// Most live event streams one person may hold open at once (a desktop and a CLI
 /// or two, with room for reconnects).
@@ -118,18 +117,18 @@ const VISIBLE: &[&str] = &[
 /// Who may see an operation's events: the role that decides it and the groups its
 /// quorum names (never changes for an operation).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Audience {
+pub(crate) struct Audience {
     role: countersign_core::operation::Role,
     groups: Vec<String>,
 }
 
 /// Audiences already worked out, by operation, so each operation is read once.
-type Audiences = HashMap<String, Option<Audience>>;
+pub(crate) type Audiences = HashMap<String, Option<Audience>>;
 const AUDIENCE_CACHE: usize = 4096;
 
 /// The audience of an entry's operation (`None`: not shown to anyone, or unreadable).
 /// Only for the operation events approvers are shown: nothing is read for others.
-async fn audience(state: &AppState, entry: &AuditEntry, known: &mut Audiences) -> Option<Audience> {
+pub(crate) async fn audience(store: &Store, entry: &AuditEntry, known: &mut Audiences) -> Option<Audience> {
     if !VISIBLE.contains(&entry.event.as_str()) || entry.event == "freeze.on" {
         return None;
     }
@@ -137,7 +136,7 @@ async fn audience(state: &AppState, entry: &AuditEntry, known: &mut Audiences) -
     if let Some(a) = known.get(id) {
         return a.clone();
     }
-    let found = match state.store.operation(id).await {
+    let found = match store.operation(id).await {
         Ok(Some(record)) => Some(Audience {
             role: deciding_role(&record.operation),
             groups: record.verdict["quorum"]["groups"]
@@ -162,7 +161,7 @@ async fn audience(state: &AppState, entry: &AuditEntry, known: &mut Audiences) -
 /// events go to the people who may act on it — members of a group its quorum names
 /// (withdrawals: approvers; administrative operations: admins, as
 /// `core::certificate::deciding_role` says).
-fn shown_to(entry: &AuditEntry, audience: Option<&Audience>, who: &Session) -> bool {
+pub(crate) fn shown_to(entry: &AuditEntry, audience: Option<&Audience>, who: &Approver) -> bool {
     if !VISIBLE.contains(&entry.event.as_str()) {
         return false;
     }
@@ -170,16 +169,16 @@ fn shown_to(entry: &AuditEntry, audience: Option<&Audience>, who: &Session) -> b
         return true;
     }
     audience.is_some_and(|a| {
-        who.approver.roles.contains(&a.role)
-            && a.groups.iter().any(|g| who.approver.groups.iter().any(|mine| mine.as_str() == g))
+        who.roles.contains(&a.role)
+            && a.groups.iter().any(|g| who.groups.iter().any(|mine| mine.as_str() == g))
     })
 }
 
 /// An entry as the tail hands it to every stream, with its audience worked out.
 #[derive(Debug)]
 pub struct Published {
-    entry: AuditEntry,
-    audience: Option<Audience>,
+    pub(crate) entry: AuditEntry,
+    pub(crate) audience: Option<Audience>,
 }
 
 /// Entries the tail keeps for streams that are slow to take them; a stream further
@@ -190,7 +189,7 @@ pub const TAIL_BUFFER: usize = 1024;
 pub const SESSION_CHECK_EVERY: u32 = 50;
 /// Entries after which every stream re-checks its session before sending more:
 /// revocation and a flagged (cloned) key end streams at once.
-const ENDS_SESSIONS: &[&str] = &["approver.revoked", "credential.counter_anomaly"];
+pub(crate) const ENDS_SESSIONS: &[&str] = &["approver.revoked", "credential.counter_anomaly"];
 
 /// The instance's one reader of the audit log for live streams. It runs while at
 /// least one stream is open and stops when the last one closes.
@@ -201,37 +200,40 @@ pub struct Tail {
 
 impl Tail {
     /// A receiver of every entry from now on, starting the reader if none runs.
-    fn subscribe(self: &Arc<Self>, state: &AppState) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        store: &Store,
+    ) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
         let mut slot = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = slot.as_ref() {
             return sender.subscribe();
         }
         let (sender, receiver) = tokio::sync::broadcast::channel(TAIL_BUFFER);
         *slot = Some(sender.clone());
-        tokio::spawn(self.clone().run(state.clone(), sender));
+        tokio::spawn(self.clone().run(store.clone(), sender));
         receiver
     }
 
-    async fn run(self: Arc<Self>, state: AppState, sender: tokio::sync::broadcast::Sender<Arc<Published>>) {
-        let mut commits = state.store.commits();
+    async fn run(self: Arc<Self>, store: Store, sender: tokio::sync::broadcast::Sender<Arc<Published>>) {
+        let mut commits = store.commits();
         // Where the log ends when the reader starts; streams catch up to it themselves.
         let mut last: Option<i64> = None;
         let mut known = Audiences::new();
         loop {
             commits.borrow_and_update(); // before reading: a commit during the read wakes the wait
             let read = match last {
-                None => state.store.audit_head().await.map(|head| {
+                None => store.audit_head().await.map(|head| {
                     last = Some(head);
                     Vec::new()
                 }),
-                Some(after) => state.store.audit_after(after, 200).await,
+                Some(after) => store.audit_after(after, 200).await,
             };
             match read {
                 Ok(batch) => {
                     let full = batch.len() == 200;
                     for entry in batch {
                         last = i64::try_from(entry.seq).ok().or(last);
-                        let audience = audience(&state, &entry, &mut known).await;
+                        let audience = audience(&store, &entry, &mut known).await;
                         // No receivers is not an error here: the check below decides.
                         let _ = sender.send(Arc::new(Published { entry, audience }));
                     }
@@ -255,7 +257,7 @@ impl Tail {
     }
 }
 
-fn to_event(entry: &AuditEntry) -> Event {
+pub(crate) fn to_event(entry: &AuditEntry) -> Event {
     let data = json!({
         "seq": entry.seq,
         "time": entry.time,
@@ -264,128 +266,6 @@ fn to_event(entry: &AuditEntry) -> Event {
         "digest": entry.digest,
     });
     Event::default().id(entry.seq.to_string()).event(entry.event.clone()).data(data.to_string())
-}
-
-/// One stream's position and what it has yet to send.
-struct Follow {
-    state: AppState,
-    who: Session,
-    _permit: StreamPermit,
-    tail: tokio::sync::broadcast::Receiver<Arc<Published>>,
-    /// The last sequence number taken (sent or not shown).
-    seen: i64,
-    /// Read the log itself before taking from the tail.
-    behind: bool,
-    /// Events ready to send.
-    queue: std::collections::VecDeque<Event>,
-    known: Audiences,
-    since_check: u32,
-}
-
-impl Follow {
-    /// The next event to send; `None` ends the stream (session no longer valid).
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(event) = self.queue.pop_front() {
-                return Some(event);
-            }
-            if self.since_check >= SESSION_CHECK_EVERY {
-                if !crate::approvers::session_still_valid(&self.state, &self.who).await {
-                    return None;
-                }
-                self.since_check = 0;
-            }
-            if self.behind {
-                match self.state.store.audit_after(self.seen, 200).await {
-                    Ok(batch) => {
-                        self.behind = batch.len() == 200;
-                        for entry in batch {
-                            self.seen = i64::try_from(entry.seq).unwrap_or(self.seen);
-                            if ENDS_SESSIONS.contains(&entry.event.as_str()) {
-                                // Check the session before anything after this.
-                                self.since_check = SESSION_CHECK_EVERY;
-                                self.behind = true;
-                                break;
-                            }
-                            let audience = audience(&self.state, &entry, &mut self.known).await;
-                            if shown_to(&entry, audience.as_ref(), &self.who) {
-                                self.queue.push_back(to_event(&entry));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event stream read failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                continue;
-            }
-            match tokio::time::timeout(Duration::from_secs(1), self.tail.recv()).await {
-                Ok(Ok(published)) => {
-                    let seq = i64::try_from(published.entry.seq).unwrap_or(i64::MAX);
-                    if seq <= self.seen {
-                        continue; // already read while catching up
-                    }
-                    if seq > self.seen + 1 {
-                        self.behind = true; // entries between: read them first
-                        continue;
-                    }
-                    self.seen = seq;
-                    self.since_check += 1;
-                    if ENDS_SESSIONS.contains(&published.entry.event.as_str()) {
-                        self.since_check = SESSION_CHECK_EVERY;
-                    }
-                    if shown_to(&published.entry, published.audience.as_ref(), &self.who) {
-                        self.queue.push_back(to_event(&published.entry));
-                    }
-                }
-                Ok(Err(RecvError::Lagged(_))) => self.behind = true,
-                Ok(Err(RecvError::Closed)) => {
-                    self.tail = self.state.events.subscribe(&self.state);
-                    self.behind = true;
-                }
-                // A quiet second: end the stream if the session ended (revocation,
-                // flagged key).
-                Err(_) => self.since_check = SESSION_CHECK_EVERY,
-            }
-        }
-    }
-}
-
-/// The stream for one approver, from after `last_seen` (or from now). It holds
-/// `permit` until the client goes away.
-pub fn stream(
-    state: AppState,
-    who: Session,
-    last_seen: Option<i64>,
-    permit: StreamPermit,
-) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
-    let start = async move {
-        // Subscribe first, then find the position: nothing falls in between.
-        let tail = state.events.subscribe(&state);
-        let seen = match last_seen {
-            Some(seq) => seq,
-            None => state.store.audit_head().await.unwrap_or(0),
-        };
-        Follow {
-            state,
-            who,
-            _permit: permit,
-            tail,
-            seen,
-            behind: true,
-            queue: std::collections::VecDeque::new(),
-            known: Audiences::new(),
-            since_check: 0,
-        }
-    };
-    let events = futures_util::stream::once(start).flat_map(|follow| {
-        futures_util::stream::unfold(follow, |mut follow| async move {
-            let event = follow.next().await?;
-            Some((Ok(event), follow))
-        })
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat"))
 }
 
 #[cfg(test)]

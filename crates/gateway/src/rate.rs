@@ -4,43 +4,14 @@
 //! nothing stored. Together with the cap on outstanding ceremonies
 //! (`max_outstanding_ceremonies`), a flood of `login/start` cannot grow the
 //! database or starve freezes and decisions (`review::a_login_flood_does_not_stop_a_freeze`).
+//! The ceremonies apply both in `approvers::admit`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use countersign_core::Timestamp;
 
-use crate::AppState;
 use crate::error::{Error, Result};
-
-/// Admission for a ceremony anyone may start (login, enrollment): the rate limits
-/// per source and per person, then the cap on ceremonies stored at once.
-///
-/// # Errors
-/// `429 ceremony.rate_limited`, `503 ceremony.busy`; store errors.
-pub async fn admit(
-    state: &AppState,
-    source: std::net::IpAddr,
-    person: Option<&str>,
-    now: Timestamp,
-) -> Result<()> {
-    let c = &state.config;
-    state.ceremony_limits.admit(
-        source,
-        person,
-        c.ceremonies_per_minute_per_source,
-        c.ceremonies_per_minute_per_person,
-        now,
-    )?;
-    if state.store.outstanding_ceremonies(now).await? >= c.max_outstanding_ceremonies {
-        return Err(Error::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "ceremony.busy",
-            "too many logins and enrollments are waiting to be answered; retry shortly",
-        ));
-    }
-    Ok(())
-}
 
 /// Fixed one-minute windows of counts, by key.
 #[derive(Debug, Default)]

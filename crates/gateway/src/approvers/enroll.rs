@@ -17,8 +17,8 @@ use crate::keys::random_bytes;
 use crate::store::AuditEvent;
 
 use super::{
-    Purpose, Scope, approver, attestation_error, audit_refused_ceremony, credentials_of, err, hash_secret,
-    roster, save_ceremony, software_authenticator, take_ceremony,
+    Purpose, Scope, admit, approver, attestation_error, audit_refused_ceremony, credentials_of, err,
+    hash_secret, roster, save_ceremony, software_authenticator, take_ceremony,
 };
 
 /// The host may seed people only until there are enough admins to approve an
@@ -136,7 +136,7 @@ pub(super) async fn enroll_start_inner(
     source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<(String, CreationChallengeResponse)> {
-    crate::rate::admit(state, source, None, now).await?;
+    admit(state, source, None, now).await?;
     let code_hash = hash_secret(code.trim());
     let code = state
         .store

@@ -12,7 +12,7 @@ use crate::keys::random_bytes;
 use crate::store::AuditEvent;
 
 use super::{
-    Purpose, Scope, Session, approver, assertion_finish, assertion_start, audit_refused_ceremony,
+    Purpose, Scope, Session, admit, approver, assertion_finish, assertion_start, audit_refused_ceremony,
     credentials_of, err, hash_secret, save_ceremony, take_ceremony, webauthn_error,
 };
 
@@ -28,7 +28,7 @@ pub async fn login_start(
     source: std::net::IpAddr,
     now: Timestamp,
 ) -> Result<(String, RequestChallengeResponse)> {
-    crate::rate::admit(state, source, Some(id.as_str()), now).await?;
+    admit(state, source, Some(id.as_str()), now).await?;
     let person = approver(state, id).await?;
     let real = match &person {
         Some(p) => match assertion_start(state, p).await {

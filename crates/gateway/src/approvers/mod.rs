@@ -388,3 +388,32 @@ pub(crate) async fn audit_refused_ceremony(
     }
     Ok(())
 }
+
+/// Admission for a ceremony anyone may start (login, enrollment): the rate limits
+/// per source and per person, then the cap on ceremonies stored at once.
+///
+/// # Errors
+/// `429 ceremony.rate_limited`, `503 ceremony.busy`; store errors.
+async fn admit(
+    state: &AppState,
+    source: std::net::IpAddr,
+    person: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    let c = &state.config;
+    state.ceremony_limits.admit(
+        source,
+        person,
+        c.ceremonies_per_minute_per_source,
+        c.ceremonies_per_minute_per_person,
+        now,
+    )?;
+    if state.store.outstanding_ceremonies(now).await? >= c.max_outstanding_ceremonies {
+        return Err(Error::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "ceremony.busy",
+            "too many logins and enrollments are waiting to be answered; retry shortly",
+        ));
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::Error;
-use crate::{AppState, approvers, events, intake};
+use crate::{AppState, approvers, intake};
 
 use super::{ApproverSession, JsonBody, Peer, bearer, body, respond};
 
@@ -201,7 +201,7 @@ pub(crate) async fn events_stream(State(state): State<AppState>, headers: Header
         Err(e) => return respond(&state, Err(e)),
     };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
-    events::stream(state, who, last, permit).into_response()
+    super::events::stream(state, who, last, permit).into_response()
 }
 
 pub(crate) async fn freeze_challenge(

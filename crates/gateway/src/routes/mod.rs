@@ -3,6 +3,7 @@
 
 mod admin;
 mod approver;
+mod events;
 mod public;
 mod withdrawals;
 
