@@ -68,7 +68,6 @@ impl AuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HashedEntry {
-    /// The entry.
     pub entry: AuditEntry,
     /// `entry.hash()`.
     pub hash: String,
@@ -80,7 +79,6 @@ pub struct HashedEntry {
 pub struct Checkpoint {
     /// Last entry covered.
     pub seq: u64,
-    /// Its hash.
     pub hash: String,
     /// When it was signed.
     pub time: Timestamp,

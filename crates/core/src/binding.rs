@@ -61,7 +61,6 @@ pub struct ApprovalBinding {
     pub op: String,
     /// The operation digest, base64url without padding.
     pub digest: String,
-    /// The decision.
     pub decision: Decision,
     /// Version 2: [`reason_hash`] of the reason sent with the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]

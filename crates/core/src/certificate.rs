@@ -65,9 +65,7 @@ pub struct RegistryCredential {
 pub struct RegistryApprover {
     /// The person.
     pub id: ApproverId,
-    /// Their roles.
     pub roles: BTreeSet<Role>,
-    /// Their groups.
     pub groups: BTreeSet<GroupName>,
     /// Their active keys (revoked and not-yet-approved keys are left out).
     pub credentials: Vec<RegistryCredential>,
@@ -93,7 +91,6 @@ pub struct Registry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedRegistry {
-    /// The registry.
     pub registry: Registry,
     /// Gateway public key, base64url.
     pub key: String,

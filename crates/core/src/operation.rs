@@ -111,7 +111,6 @@ impl Action {
 pub struct Withdrawal {
     /// The account the funds leave.
     pub account: AccountId,
-    /// The asset.
     pub asset: AssetCode,
     /// The network it is sent on.
     pub network: NetworkId,

@@ -76,7 +76,6 @@ pub struct Quorum {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupQuorum {
-    /// The group.
     pub group: GroupName,
     /// How many of its members.
     pub min: u32,

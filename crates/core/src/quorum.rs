@@ -73,7 +73,6 @@ pub struct CountedDecision {
 /// How far one group requirement is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupProgress {
-    /// The group.
     pub group: GroupName,
     /// Places filled by approvals.
     pub approved: u32,

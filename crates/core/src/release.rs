@@ -156,7 +156,6 @@ pub fn sign_release(
 pub struct Trust<'a> {
     /// The gateway's Ed25519 public key.
     pub gateway: &'a VerifyingKey,
-    /// The policy.
     pub policy: &'a Policy,
     /// The approver registry.
     pub registry: &'a Registry,

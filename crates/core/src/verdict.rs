@@ -92,10 +92,7 @@ pub enum Reason {
         limit: String,
     },
     /// The risk score reached the policy's threshold.
-    HighRisk {
-        /// The score.
-        score: u32,
-    },
+    HighRisk { score: u32 },
     /// Administrative changes always need the admin quorum.
     AdminOperation {
         /// Which change.

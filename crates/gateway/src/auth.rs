@@ -61,7 +61,6 @@ pub struct RequestParts<'a> {
     pub method: &'a Method,
     /// Request target.
     pub uri: &'a Uri,
-    /// Headers.
     pub headers: &'a HeaderMap,
     /// Raw body.
     pub body: &'a [u8],

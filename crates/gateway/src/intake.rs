@@ -26,11 +26,9 @@ pub struct WithdrawalRequest {
     pub account: String,
     /// Asset ticker.
     pub asset: String,
-    /// Network.
     pub network: String,
     /// Decimal string in asset units, e.g. `"12.5"`; numbers are refused.
     pub amount: String,
-    /// Destination.
     pub destination: DestinationRequest,
 }
 
@@ -38,7 +36,6 @@ pub struct WithdrawalRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationRequest {
-    /// Address.
     pub address: String,
     /// Memo / destination tag.
     #[serde(default)]

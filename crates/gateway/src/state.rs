@@ -21,7 +21,6 @@ pub struct AppState {
     pub keys: Arc<GatewayKeys>,
     /// Configuration.
     pub config: Arc<Config>,
-    /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Counters.
     pub metrics: Metrics,

@@ -106,7 +106,6 @@ pub(super) async fn decidable(
 pub struct DecisionOutcome {
     /// The operation's state afterwards.
     pub state: OpState,
-    /// The tally.
     pub tally: Tally,
 }
 

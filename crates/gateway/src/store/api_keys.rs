@@ -18,7 +18,6 @@ use super::{AuditEvent, Store, corrupt, is_unique_violation, opt_ts, ts};
 /// derived from the gateway's master key and the salt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiKeyRecord {
-    /// Id.
     pub id: ApiKeyId,
     /// Responsible person.
     pub owner: ApproverId,
@@ -31,7 +30,6 @@ pub struct ApiKeyRecord {
     /// HMAC salt, hex.
     #[serde(skip)]
     pub hmac_salt: Option<String>,
-    /// Scopes.
     pub scopes: BTreeSet<Scope>,
     /// Allowed source CIDR blocks; empty allows none.
     pub ip_allowlist: Vec<String>,
@@ -41,7 +39,6 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
     /// Stops working at.
     pub expires_at: Option<Timestamp>,
-    /// Revoked at.
     pub revoked_at: Option<Timestamp>,
     /// Last authenticated use.
     pub last_used_at: Option<Timestamp>,

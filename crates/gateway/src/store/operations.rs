@@ -96,7 +96,6 @@ impl FromStr for OpState {
 pub struct OperationRecord {
     /// The operation (decoded strictly from the stored canonical bytes).
     pub operation: Operation,
-    /// Its state.
     pub state: OpState,
     /// Canonical digest, hex.
     pub digest: String,
@@ -117,7 +116,6 @@ pub struct OperationRecord {
 /// What an operation row needs besides the operation itself.
 #[derive(Debug, Clone)]
 pub struct NewOperation {
-    /// The operation.
     pub operation: Operation,
     /// Initial state: denied, pending or released.
     pub state: OpState,
