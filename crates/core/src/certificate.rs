@@ -309,7 +309,8 @@ fn b64(index: usize, field: &'static str, s: &str) -> Result<Vec<u8>, Certificat
     BASE64URL_NOPAD.decode(s.as_bytes()).map_err(|_| CertificateError::Malformed { index, field })
 }
 
-/// Check one assertion against the registered key (steps 2–4 of the module docs).
+/// Check one assertion against the registered key (steps 2–4 of the module docs);
+/// returns the `countersign` member it signed.
 ///
 /// # Errors
 /// The first failed check.
@@ -320,7 +321,7 @@ pub fn verify_assertion(
     registry: &Registry,
     op: &Operation,
     decision: Decision,
-) -> Result<(), CertificateError> {
+) -> Result<ApprovalBinding, CertificateError> {
     let auth_data = b64(index, "authenticator_data", &approval.authenticator_data)?;
     let client_data = b64(index, "client_data_json", &approval.client_data_json)?;
     let signature = b64(index, "signature", &approval.signature)?;
@@ -359,7 +360,8 @@ pub fn verify_assertion(
         p256::ecdsa::Signature::from_der(&signature).map_err(|_| CertificateError::BadSignature { index })?;
     let mut signed = auth_data;
     signed.extend_from_slice(&Sha256::digest(&client_data));
-    key.verify(&signed, &sig).map_err(|_| CertificateError::BadSignature { index })
+    key.verify(&signed, &sig).map_err(|_| CertificateError::BadSignature { index })?;
+    Ok(binding)
 }
 
 /// What a recorded decision's signature says about it, for people reading it later
@@ -406,15 +408,9 @@ pub fn check_decision(
     let Some(credential) = credential else {
         return DecisionCheck::KeyNotInRegistry;
     };
-    if let Err(e) = verify_assertion(0, signed, credential, registry, op, decision) {
-        return DecisionCheck::Invalid { problem: e.to_string() };
-    }
-    let binding = BASE64URL_NOPAD
-        .decode(signed.client_data_json.as_bytes())
-        .ok()
-        .and_then(|cdj| ApprovalBinding::from_client_data_json(&cdj).ok());
-    let Some(binding) = binding else {
-        return DecisionCheck::Invalid { problem: "the binding does not parse".into() };
+    let binding = match verify_assertion(0, signed, credential, registry, op, decision) {
+        Ok(binding) => binding,
+        Err(e) => return DecisionCheck::Invalid { problem: e.to_string() },
     };
     let reason = reason.filter(|r| !r.is_empty());
     match (binding.check_reason(reason), binding.reason.is_some()) {

@@ -123,14 +123,15 @@ pub(crate) async fn approver_operations(
         // the decisions made so far and what each key signed (the client checks them).
         let visible: Vec<_> = records.iter().filter(|r| approvers::may_see(&who.approver, r)).collect();
         let ids: Vec<&str> = visible.iter().map(|r| r.operation.id.as_str()).collect();
-        let decisions = state.store.decisions_on(&ids).await?;
+        let mut decisions: std::collections::HashMap<String, Vec<_>> = std::collections::HashMap::new();
+        for d in state.store.decisions_on(&ids).await? {
+            decisions.entry(d.operation.clone()).or_default().push(d);
+        }
         let items: Vec<_> = visible
             .into_iter()
             .map(|r| {
                 let mut view = intake::operation_view(r);
-                let on: Vec<_> =
-                    decisions.iter().filter(|d| d.operation == r.operation.id.as_str()).collect();
-                view["decisions"] = json!(on);
+                view["decisions"] = json!(decisions.remove(r.operation.id.as_str()).unwrap_or_default());
                 view
             })
             .collect();
