@@ -136,20 +136,47 @@ impl ApprovalBinding {
     /// [`Error::BindingDigestMismatch`] or [`Error::BindingDecisionMismatch`],
     /// checked in that order.
     pub fn check(&self, op: &Operation, decision: Decision) -> Result<()> {
-        match (self.v, &self.reason) {
-            (BINDING_VERSION, None) | (BINDING_VERSION_REASON, Some(_)) => {}
-            _ => return Err(Error::BindingVersion(self.v)),
+        self.check_version()?;
+        self.check_document(op.id.as_str(), &Digest::of(op)?, decision)
+    }
+
+    /// The binding that signs a document other than an operation (the authority
+    /// chain's genesis): `op` is the document's name, `digest` its hash, and the
+    /// decision `approve`; version 2 with no reason.
+    #[must_use]
+    pub fn for_document(name: &str, digest: &Digest) -> Self {
+        ApprovalBinding {
+            v: BINDING_VERSION_REASON,
+            op: name.to_owned(),
+            digest: digest.to_base64url(),
+            decision: Decision::Approve,
+            reason: Some(reason_hash("")),
         }
-        if self.op != op.id.as_str() {
+    }
+
+    fn check_version(&self) -> Result<()> {
+        match (self.v, &self.reason) {
+            (BINDING_VERSION, None) | (BINDING_VERSION_REASON, Some(_)) => Ok(()),
+            _ => Err(Error::BindingVersion(self.v)),
+        }
+    }
+
+    /// Require this binding to name `name`, sign `expected` and `decision` (the steps
+    /// of [`ApprovalBinding::check`] after the version, for any document).
+    ///
+    /// # Errors
+    /// As [`ApprovalBinding::check`].
+    pub fn check_document(&self, name: &str, expected: &Digest, decision: Decision) -> Result<()> {
+        self.check_version()?;
+        if self.op != name {
             return Err(Error::BindingOperationMismatch {
-                expected: op.id.to_string(),
+                expected: name.to_owned(),
                 found: self.op.clone(),
             });
         }
-        let expected = Digest::of(op)?;
         // Compare decoded bytes so that only the one canonical base64url spelling passes.
         match Digest::from_base64url(&self.digest) {
-            Ok(found) if found == expected => {}
+            Ok(found) if found == *expected => {}
             _ => return Err(Error::BindingDigestMismatch),
         }
         if self.decision != decision {

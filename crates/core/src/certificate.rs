@@ -299,7 +299,10 @@ pub fn policy_floor(policy: &Policy, op: &Operation) -> Quorum {
     }
 }
 
-fn at_least_as_strict(carried: &Quorum, floor: &Quorum) -> bool {
+/// Whether `carried` demands at least what `floor` does in every group, and vetoes
+/// no later.
+#[must_use]
+pub fn at_least_as_strict(carried: &Quorum, floor: &Quorum) -> bool {
     let mins: BTreeMap<&GroupName, u32> = carried.groups.iter().map(|g| (&g.group, g.min)).collect();
     floor.groups.iter().all(|g| mins.get(&g.group).is_some_and(|m| *m >= g.min))
         && carried.rejections_to_veto <= floor.rejections_to_veto
@@ -322,13 +325,31 @@ pub fn verify_assertion(
     op: &Operation,
     decision: Decision,
 ) -> Result<ApprovalBinding, CertificateError> {
+    verify_bound_assertion(index, approval, credential, (&registry.rp_id, &registry.origins), |b| {
+        b.check(op, decision)
+    })
+}
+
+/// [`verify_assertion`] for any signed document: `relying_party` is the rp id and
+/// the accepted origins, and `bound` checks the `countersign` member.
+///
+/// # Errors
+/// The first failed check.
+pub fn verify_bound_assertion(
+    index: usize,
+    approval: &CertifiedApproval,
+    credential: &RegistryCredential,
+    relying_party: (&str, &[String]),
+    bound: impl FnOnce(&ApprovalBinding) -> crate::Result<()>,
+) -> Result<ApprovalBinding, CertificateError> {
+    let (rp_id, origins) = relying_party;
     let auth_data = b64(index, "authenticator_data", &approval.authenticator_data)?;
     let client_data = b64(index, "client_data_json", &approval.client_data_json)?;
     let signature = b64(index, "signature", &approval.signature)?;
     if auth_data.len() < 37 {
         return Err(CertificateError::Malformed { index, field: "authenticator_data" });
     }
-    if auth_data[..32] != Sha256::digest(registry.rp_id.as_bytes())[..] {
+    if auth_data[..32] != Sha256::digest(rp_id.as_bytes())[..] {
         return Err(CertificateError::WrongRelyingParty { index });
     }
     let flags = auth_data[32];
@@ -343,25 +364,31 @@ pub fn verify_assertion(
         return Err(client("type is not webauthn.get".into()));
     }
     let origin = members.get("origin").and_then(Value::as_str).unwrap_or_default();
-    if !registry.origins.iter().any(|o| o == origin) {
+    if !origins.iter().any(|o| o == origin) {
         return Err(client(format!("origin {origin:?} is not one of the registry's")));
     }
     let binding = ApprovalBinding::from_client_data_json(&client_data)
         .map_err(|source| CertificateError::Binding { index, source })?;
-    binding.check(op, decision).map_err(|source| CertificateError::Binding { index, source })?;
+    bound(&binding).map_err(|source| CertificateError::Binding { index, source })?;
 
-    if credential.algorithm != "es256" {
-        return Err(CertificateError::UnsupportedKey { index });
-    }
-    let key_bytes = b64(index, "public_key", &credential.public_key)?;
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key_bytes)
-        .map_err(|_| CertificateError::UnsupportedKey { index })?;
+    let key = public_key(credential).ok_or(CertificateError::UnsupportedKey { index })?;
     let sig =
         p256::ecdsa::Signature::from_der(&signature).map_err(|_| CertificateError::BadSignature { index })?;
     let mut signed = auth_data;
     signed.extend_from_slice(&Sha256::digest(&client_data));
     key.verify(&signed, &sig).map_err(|_| CertificateError::BadSignature { index })?;
     Ok(binding)
+}
+
+/// The registered key as a P-256 point, if it is one (`es256`, canonical base64url
+/// of an uncompressed or compressed SEC1 point).
+#[must_use]
+pub fn public_key(credential: &RegistryCredential) -> Option<p256::ecdsa::VerifyingKey> {
+    if credential.algorithm != "es256" {
+        return None;
+    }
+    let bytes = BASE64URL_NOPAD.decode(credential.public_key.as_bytes()).ok()?;
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(&bytes).ok()
 }
 
 /// What a recorded decision's signature says about it, for people reading it later

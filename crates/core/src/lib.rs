@@ -35,6 +35,7 @@
 
 pub mod amount;
 pub mod audit;
+pub mod authority;
 pub mod binding;
 pub mod canonical;
 pub mod certificate;

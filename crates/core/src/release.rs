@@ -17,6 +17,7 @@ use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::authority::{Authority, AuthorityError, Head};
 use crate::canonical::{self, Digest, parse_strict};
 use crate::certificate::{CertificateError, CertifiedApproval, Registry, policy_floor, verify_quorum};
 use crate::operation::Operation;
@@ -55,6 +56,9 @@ pub struct ReleaseDocument {
     pub approvals: Vec<CertifiedApproval>,
     /// When it was released.
     pub released_at: Timestamp,
+    /// The head of the authority chain it was decided under (absent before genesis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<Head>,
     /// The gateway's Ed25519 public key, base64url.
     pub gateway_key: String,
     /// Ed25519 signature, base64url.
@@ -92,6 +96,9 @@ pub enum ReleaseError {
     /// Quorum evidence that does not verify.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    /// The authority chain does not support it.
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
 }
 
 impl ReleaseError {
@@ -108,6 +115,7 @@ impl ReleaseError {
             Self::BasisMismatch => "release.basis_mismatch",
             Self::QuorumRequired => "release.quorum_required",
             Self::Certificate(e) => e.code(),
+            Self::Authority(e) => e.code(),
         }
     }
 }
@@ -131,6 +139,7 @@ pub fn sign_release(
     quorum: Option<Quorum>,
     approvals: Vec<CertifiedApproval>,
     released_at: Timestamp,
+    authority: Option<Head>,
     key: &SigningKey,
 ) -> Result<ReleaseDocument, ReleaseError> {
     let bytes = canonical::encode(op).map_err(ReleaseError::BadOperation)?;
@@ -142,6 +151,7 @@ pub fn sign_release(
         quorum,
         approvals,
         released_at,
+        authority,
         gateway_key: BASE64URL_NOPAD.encode(key.verifying_key().as_bytes()),
         signature: String::new(),
     };
@@ -161,13 +171,9 @@ pub struct Trust<'a> {
     pub registry: &'a Registry,
 }
 
-/// Check a release document as settlement receives it (raw JSON bytes); returns the
-/// operation to execute.
-///
-/// # Errors
-/// The first failed check, as a [`ReleaseError`].
-pub fn verify_release(json: &[u8], trust: &Trust<'_>) -> Result<Operation, ReleaseError> {
-    let trusted = trust.gateway;
+/// Parse a release document and check what the gateway's key vouches for: the
+/// format, the signature, the canonical operation and its digest.
+fn open(json: &[u8], trusted: &VerifyingKey) -> Result<(ReleaseDocument, Operation), ReleaseError> {
     let value = parse_strict(json).map_err(|e| ReleaseError::Malformed(e.to_string()))?;
     let doc: ReleaseDocument =
         serde_json::from_value(value).map_err(|e| ReleaseError::Malformed(e.to_string()))?;
@@ -189,24 +195,69 @@ pub fn verify_release(json: &[u8], trust: &Trust<'_>) -> Result<Operation, Relea
     if Digest::of(&op).map_err(ReleaseError::BadOperation)?.to_hex() != doc.digest {
         return Err(ReleaseError::DigestMismatch);
     }
-    if op.policy_version != trust.policy.version {
-        return Err(CertificateError::PolicyVersion {
-            operation: op.policy_version,
-            policy: trust.policy.version,
-        }
-        .into());
+    Ok((doc, op))
+}
+
+/// The basis, quorum and approvals agree, and the approvals complete the quorum
+/// under `policy` and `registry`.
+fn check_evidence(
+    doc: &ReleaseDocument,
+    op: &Operation,
+    policy: &Policy,
+    registry: &Registry,
+) -> Result<(), ReleaseError> {
+    if op.policy_version != policy.version {
+        return Err(
+            CertificateError::PolicyVersion { operation: op.policy_version, policy: policy.version }.into()
+        );
     }
     match (doc.basis, &doc.quorum) {
         (ReleaseBasis::AllowedByPolicy, None) if doc.approvals.is_empty() => {
-            if policy_floor(trust.policy, &op).people_needed() > 0 {
+            if policy_floor(policy, op).people_needed() > 0 {
                 return Err(ReleaseError::QuorumRequired);
             }
-            Ok(op)
+            Ok(())
         }
         (ReleaseBasis::Quorum, Some(quorum)) if !doc.approvals.is_empty() => {
-            verify_quorum(&op, quorum, &doc.approvals, trust.registry, trust.policy, doc.released_at)?;
-            Ok(op)
+            verify_quorum(op, quorum, &doc.approvals, registry, policy, doc.released_at)?;
+            Ok(())
         }
         _ => Err(ReleaseError::BasisMismatch),
     }
+}
+
+/// Check a release document as settlement receives it (raw JSON bytes) against a
+/// registry and policy it was given (before the deployment has a genesis: this
+/// trusts whoever signed the registry); returns the operation to execute.
+///
+/// # Errors
+/// The first failed check, as a [`ReleaseError`].
+pub fn verify_release(json: &[u8], trust: &Trust<'_>) -> Result<Operation, ReleaseError> {
+    let (doc, op) = open(json, trust.gateway)?;
+    check_evidence(&doc, &op, trust.policy, trust.registry)?;
+    Ok(op)
+}
+
+/// Check a release document against the authority chain a verifier holds from its
+/// pinned genesis; returns the operation to execute. The gateway's signature only
+/// says the gateway released it: who may approve and the policy come from the
+/// chain at the head the release names ([`Authority::policy_and_registry`]), and
+/// what happened since that head is checked by [`Authority::check_since`]. Extend
+/// the authority with the gateway's newer links first when it names a head this
+/// verifier does not hold yet.
+///
+/// # Errors
+/// `authority.missing` when the release names no head, then as [`verify_release`]
+/// and [`Authority::check_since`].
+pub fn verify_release_from_genesis(
+    json: &[u8],
+    gateway: &VerifyingKey,
+    authority: &Authority,
+) -> Result<Operation, ReleaseError> {
+    let (doc, op) = open(json, gateway)?;
+    let head = doc.authority.as_ref().ok_or(AuthorityError::Missing)?;
+    let (policy, registry) = authority.policy_and_registry(head, &op)?;
+    check_evidence(&doc, &op, policy, &registry)?;
+    authority.check_since(head, &op, doc.quorum.as_ref(), &doc.approvals)?;
+    Ok(op)
 }

@@ -13,15 +13,15 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support::*;
 
-const RP: &str = "countersign.example";
-const ORIGIN: &str = "https://countersign.example";
+pub(crate) const RP: &str = "countersign.example";
+pub(crate) const ORIGIN: &str = "https://countersign.example";
 
-fn p256_key(person: &str) -> p256::ecdsa::SigningKey {
+pub(crate) fn p256_key(person: &str) -> p256::ecdsa::SigningKey {
     let seed: [u8; 32] = Sha256::digest(person.as_bytes()).into();
     p256::ecdsa::SigningKey::from_bytes(&seed.into()).unwrap()
 }
 
-fn gateway_key() -> ed25519_dalek::SigningKey {
+pub(crate) fn gateway_key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[42; 32])
 }
 
@@ -60,14 +60,14 @@ fn assertion(op: &Operation, who: &str, decision: Decision, flags: u8, counter: 
     sign_parts(who, &format!("cred-{who}"), &auth_data(RP, flags, counter), &cdj)
 }
 
-fn auth_data(rp: &str, flags: u8, counter: u32) -> Vec<u8> {
+pub(crate) fn auth_data(rp: &str, flags: u8, counter: u32) -> Vec<u8> {
     let mut a = Sha256::digest(rp.as_bytes()).to_vec();
     a.push(flags);
     a.extend(counter.to_be_bytes());
     a
 }
 
-fn sign_parts(who: &str, cred: &str, auth: &[u8], cdj: &[u8]) -> CertifiedApproval {
+pub(crate) fn sign_parts(who: &str, cred: &str, auth: &[u8], cdj: &[u8]) -> CertifiedApproval {
     let mut msg = auth.to_vec();
     msg.extend(Sha256::digest(cdj));
     let sig: p256::ecdsa::Signature = p256_key(who).sign(&msg);
@@ -80,7 +80,7 @@ fn sign_parts(who: &str, cred: &str, auth: &[u8], cdj: &[u8]) -> CertifiedApprov
     }
 }
 
-fn large() -> Operation {
+pub(crate) fn large() -> Operation {
     withdrawal() // $37,655.875 from key_mm1 owned by bob: the "large" tier, 2 traders
 }
 
@@ -245,35 +245,59 @@ fn settlement_refuses_large_transfers_without_a_verified_quorum() {
     let json = |doc: &countersign_core::release::ReleaseDocument| serde_json::to_vec(doc).unwrap();
 
     // With the quorum's approvals: accepted.
-    let doc =
-        sign_release(&large(), ReleaseBasis::Quorum, Some(two_traders()), good(), released, &gateway_key())
-            .unwrap();
+    let doc = sign_release(
+        &large(),
+        ReleaseBasis::Quorum,
+        Some(two_traders()),
+        good(),
+        released,
+        None,
+        &gateway_key(),
+    )
+    .unwrap();
     assert_eq!(verify_release(&json(&doc), &t).unwrap(), large());
     // "Allowed by policy" for a large transfer: the gateway's word is not enough.
-    let doc = sign_release(&large(), ReleaseBasis::AllowedByPolicy, None, vec![], released, &gateway_key())
-        .unwrap();
+    let doc =
+        sign_release(&large(), ReleaseBasis::AllowedByPolicy, None, vec![], released, None, &gateway_key())
+            .unwrap();
     assert_eq!(verify_release(&json(&doc), &t).unwrap_err().code(), "release.quorum_required");
     // A small one is fine on policy alone.
     let small = operation(withdrawal_action("ETH", "1", "3012.47"));
     let doc =
-        sign_release(&small, ReleaseBasis::AllowedByPolicy, None, vec![], released, &gateway_key()).unwrap();
+        sign_release(&small, ReleaseBasis::AllowedByPolicy, None, vec![], released, None, &gateway_key())
+            .unwrap();
     assert_eq!(verify_release(&json(&doc), &t).unwrap(), small);
     // Approvals for another operation do not carry over.
     let mut other = large();
     other.id = id("op_other");
     let foreign: Vec<_> =
         ["alice", "carol"].iter().map(|w| assertion(&other, w, Decision::Approve, 5, 9)).collect();
-    let doc =
-        sign_release(&large(), ReleaseBasis::Quorum, Some(two_traders()), foreign, released, &gateway_key())
-            .unwrap();
+    let doc = sign_release(
+        &large(),
+        ReleaseBasis::Quorum,
+        Some(two_traders()),
+        foreign,
+        released,
+        None,
+        &gateway_key(),
+    )
+    .unwrap();
     assert_eq!(verify_release(&json(&doc), &t).unwrap_err().code(), "certificate.binding");
     // Basis and evidence must agree.
-    let doc =
-        sign_release(&large(), ReleaseBasis::Quorum, Some(two_traders()), vec![], released, &gateway_key())
-            .unwrap();
+    let doc = sign_release(
+        &large(),
+        ReleaseBasis::Quorum,
+        Some(two_traders()),
+        vec![],
+        released,
+        None,
+        &gateway_key(),
+    )
+    .unwrap();
     assert_eq!(verify_release(&json(&doc), &t).unwrap_err().code(), "release.basis_mismatch");
     let doc =
-        sign_release(&small, ReleaseBasis::AllowedByPolicy, None, good(), released, &gateway_key()).unwrap();
+        sign_release(&small, ReleaseBasis::AllowedByPolicy, None, good(), released, None, &gateway_key())
+            .unwrap();
     assert_eq!(verify_release(&json(&doc), &t).unwrap_err().code(), "release.basis_mismatch");
 }
 
@@ -282,8 +306,10 @@ fn release_documents_refuse_every_change() {
     let (g, p, r) = (gateway_key().verifying_key(), policy(), registry());
     let t = trust(&g, &p, &r);
     let small = operation(withdrawal_action("ETH", "1", "3012.47"));
-    let signed =
-        || sign_release(&small, ReleaseBasis::AllowedByPolicy, None, vec![], now(), &gateway_key()).unwrap();
+    let signed = || {
+        sign_release(&small, ReleaseBasis::AllowedByPolicy, None, vec![], now(), None, &gateway_key())
+            .unwrap()
+    };
     let check = |doc: &countersign_core::release::ReleaseDocument| {
         verify_release(&serde_json::to_vec(doc).unwrap(), &t)
     };
@@ -334,7 +360,8 @@ fn release_documents_refuse_every_change() {
         }))
     };
     let doc =
-        sign_release(&unfreeze, ReleaseBasis::AllowedByPolicy, None, vec![], now(), &gateway_key()).unwrap();
+        sign_release(&unfreeze, ReleaseBasis::AllowedByPolicy, None, vec![], now(), None, &gateway_key())
+            .unwrap();
     assert_eq!(check(&doc).unwrap_err().code(), "release.quorum_required");
 }
 

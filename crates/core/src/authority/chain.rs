@@ -1,0 +1,173 @@
+//! A verifier's copy of the chain from its pinned genesis, and settlement's rule for
+//! a release decided under one of its heads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AuthorityError, Head, Link, SignedGenesis, State};
+use crate::certificate::{CertifiedApproval, at_least_as_strict, policy_floor};
+use crate::operation::{Initiator, Operation};
+use crate::policy::{Policy, Quorum};
+
+/// What the gateway serves at `GET /v1/authority`: the signed genesis and every link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityDocument {
+    pub genesis: SignedGenesis,
+    pub links: Vec<Link>,
+}
+
+/// The chain as far as this verifier has checked it, from the genesis it pins.
+/// Extending it verifies only the new links; checking a release reads no chain.
+/// It never goes back: a link that differs from one already verified is a fork.
+#[derive(Debug, Clone)]
+pub struct Authority {
+    states: Vec<Arc<State>>,
+    by_hash: HashMap<String, u64>,
+}
+
+impl Authority {
+    /// Verify the genesis against the pinned hash (lowercase hex).
+    ///
+    /// # Errors
+    /// As [`State::from_genesis`].
+    pub fn new(pinned: &str, genesis: &SignedGenesis) -> Result<Authority, AuthorityError> {
+        let first = State::from_genesis(pinned, genesis)?;
+        let by_hash = HashMap::from([(first.head.hash.clone(), 0)]);
+        Ok(Authority { states: vec![Arc::new(first)], by_hash })
+    }
+
+    /// Verify a whole document (genesis and links) from the pinned hash.
+    ///
+    /// # Errors
+    /// As [`Authority::new`] and [`Authority::extend`].
+    pub fn from_document(pinned: &str, doc: &AuthorityDocument) -> Result<Authority, AuthorityError> {
+        let mut authority = Authority::new(pinned, &doc.genesis)?;
+        authority.extend(&doc.links)?;
+        Ok(authority)
+    }
+
+    /// Verify and add links. Links this verifier already holds must be identical
+    /// (else `authority.fork`); the rest must follow on in order. Returns how many
+    /// were new.
+    ///
+    /// # Errors
+    /// `authority.fork` and the errors of [`State::apply`]; the links before the
+    /// failing one stay added.
+    pub fn extend<'a>(&mut self, links: impl IntoIterator<Item = &'a Link>) -> Result<usize, AuthorityError> {
+        let mut added = 0;
+        for link in links {
+            let held = usize::try_from(link.index).ok().and_then(|i| self.states.get(i));
+            match held {
+                Some(state) if link.index > 0 => {
+                    if state.head.hash != link.hash()?.to_hex() {
+                        return Err(AuthorityError::Fork(link.index));
+                    }
+                }
+                _ => {
+                    let next = self.latest().apply(link)?;
+                    self.by_hash.insert(next.head.hash.clone(), next.head.index);
+                    self.states.push(Arc::new(next));
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// The newest verified state.
+    #[must_use]
+    pub fn latest(&self) -> &State {
+        self.states.last().expect("the genesis state")
+    }
+
+    /// The newest head.
+    #[must_use]
+    pub fn head(&self) -> &Head {
+        &self.latest().head
+    }
+
+    /// The genesis hash this chain starts from.
+    #[must_use]
+    pub fn genesis_hash(&self) -> &str {
+        &self.states[0].head.hash
+    }
+
+    /// The state at `head`, if this verifier holds exactly that head.
+    ///
+    /// # Errors
+    /// `authority.unknown_head`.
+    pub fn at(&self, head: &Head) -> Result<&State, AuthorityError> {
+        let unknown = || AuthorityError::UnknownHead { index: head.index, hash: head.hash.clone() };
+        let index = *self.by_hash.get(&head.hash).ok_or_else(unknown)?;
+        if index != head.index {
+            return Err(unknown());
+        }
+        Ok(&self.states[usize::try_from(index).map_err(|_| unknown())?])
+    }
+
+    /// The links' states in order (index 0 is the genesis).
+    pub fn states(&self) -> impl Iterator<Item = &State> {
+        self.states.iter().map(AsRef::as_ref)
+    }
+
+    /// Settlement's rule for an operation released under `head` (the signatures
+    /// themselves are checked by [`crate::certificate::verify_quorum`] against
+    /// [`Authority::policy_and_registry`]): the initiating API key is one the chain
+    /// admits, and nothing since the head removed what the release relied on — none
+    /// of its approvers' keys was revoked and the policy now in force demands no
+    /// more than its quorum (or, without approvals, still demands nobody).
+    ///
+    /// # Errors
+    /// `authority.unknown_head`, `authority.unknown_api_key`,
+    /// `authority.revoked_since`, `authority.floor_raised`.
+    pub fn check_since(
+        &self,
+        head: &Head,
+        op: &Operation,
+        quorum: Option<&Quorum>,
+        approvals: &[CertifiedApproval],
+    ) -> Result<(), AuthorityError> {
+        let at = self.at(head)?;
+        if let Initiator::ApiKey { key_id, owner, .. } = &op.initiator {
+            // Operations of an API key the chain never admitted are not settled.
+            match at.api_keys.get(key_id) {
+                Some(grant) if &grant.owner == owner => {}
+                _ => return Err(AuthorityError::UnknownApiKey(key_id.to_string())),
+            }
+        }
+        let latest = self.latest();
+        for a in approvals {
+            if !latest.holds_key(&a.approver, &a.credential_id) {
+                return Err(AuthorityError::RevokedSince {
+                    approver: a.approver.to_string(),
+                    credential: a.credential_id.clone(),
+                });
+            }
+        }
+        let floor = policy_floor(latest.policy(), op);
+        let enough = match quorum {
+            Some(q) => at_least_as_strict(q, &floor),
+            None => floor.people_needed() == 0,
+        };
+        if enough { Ok(()) } else { Err(AuthorityError::FloorRaised(latest.policy().version)) }
+    }
+
+    /// The policy version that judged `op` (as the chain held it at `head`) and the
+    /// registry at `head`.
+    ///
+    /// # Errors
+    /// `authority.unknown_head`, `authority.unknown_policy`.
+    pub fn policy_and_registry(
+        &self,
+        head: &Head,
+        op: &Operation,
+    ) -> Result<(&Policy, crate::certificate::Registry), AuthorityError> {
+        let at = self.at(head)?;
+        let policy =
+            at.policies.get(&op.policy_version).ok_or(AuthorityError::UnknownPolicy(op.policy_version))?;
+        Ok((policy, at.registry()))
+    }
+}

@@ -1,0 +1,380 @@
+//! The fold: the state at the genesis, and the state after each link.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    AllowlistEntry, ApiKeyGrant, AuthorityError, GENESIS_NAME, Head, Link, Person, RelyingParty,
+    SignedGenesis,
+};
+use crate::binding::Decision;
+use crate::canonical;
+use crate::certificate::{
+    CertificateError, CertifiedApproval, Registry, RegistryApprover, RegistryCredential, public_key,
+    verify_assertion, verify_bound_assertion,
+};
+use crate::id::{ApiKeyId, ApproverId};
+use crate::operation::{Action, Operation, Role};
+use crate::policy::Policy;
+use crate::quorum::{CountedDecision, Roster, Tally, tally};
+use crate::rules::subject;
+use crate::timestamp::Timestamp;
+
+/// Who may approve, under which policies, with which API keys and destinations, at
+/// one head of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Where in the chain this is.
+    pub head: Head,
+    pub rp: RelyingParty,
+    /// Everyone not revoked, by id, with their active keys.
+    pub people: BTreeMap<ApproverId, Person>,
+    /// People revoked (never enrolled again under the same id).
+    pub revoked: BTreeSet<ApproverId>,
+    /// Every policy version so far; the greatest is in force.
+    pub policies: BTreeMap<u32, Policy>,
+    pub api_keys: BTreeMap<ApiKeyId, ApiKeyGrant>,
+    pub allowlist: Vec<AllowlistEntry>,
+    /// When the last link took effect (the genesis's creation for the genesis).
+    pub applied_at: Timestamp,
+}
+
+fn invalid(problem: impl Into<String>) -> AuthorityError {
+    AuthorityError::GenesisInvalid(problem.into())
+}
+
+fn check_key(key: &RegistryCredential) -> bool {
+    // One spelling only: the stored base64url must round-trip.
+    public_key(key).is_some()
+        && BASE64URL_NOPAD
+            .decode(key.public_key.as_bytes())
+            .is_ok_and(|b| BASE64URL_NOPAD.encode(&b) == key.public_key)
+}
+
+impl State {
+    /// Verify a signed genesis against the pinned hash (lowercase hex) and build the
+    /// first state: every key it lists must have signed it, and nothing else may have.
+    ///
+    /// # Errors
+    /// `authority.genesis_*`, `authority.unsupported_version`.
+    pub fn from_genesis(pinned: &str, signed: &SignedGenesis) -> Result<State, AuthorityError> {
+        let g = &signed.genesis;
+        let hash = g.hash()?;
+        if hash.to_hex() != pinned {
+            return Err(AuthorityError::GenesisMismatch { pinned: pinned.to_owned(), found: hash.to_hex() });
+        }
+        if g.version != 1 {
+            return Err(AuthorityError::Version(g.version));
+        }
+        if g.rp.id.is_empty() || g.rp.origins.is_empty() {
+            return Err(invalid("the relying party needs an id and at least one origin"));
+        }
+        g.policy.validate().map_err(|e| invalid(e.to_string()))?;
+        let mut people = BTreeMap::new();
+        let mut credentials = BTreeSet::new();
+        for p in &g.people {
+            if p.roles.is_empty() || p.keys.is_empty() {
+                return Err(invalid(format!("{} needs at least one role and one key", p.id)));
+            }
+            for k in &p.keys {
+                if !check_key(k) {
+                    return Err(invalid(format!(
+                        "{}'s key {} is not an ES256 public key",
+                        p.id, k.credential_id
+                    )));
+                }
+                if !credentials.insert(k.credential_id.as_str()) {
+                    return Err(invalid(format!("key {} is listed twice", k.credential_id)));
+                }
+            }
+            if people.insert(p.id.clone(), p.clone()).is_some() {
+                return Err(invalid(format!("{} is listed twice", p.id)));
+            }
+        }
+        if !g.people.iter().any(|p| p.roles.contains(&Role::Admin)) {
+            return Err(invalid("no admin: nobody could approve a change"));
+        }
+        let mut api_keys = BTreeMap::new();
+        for k in &g.api_keys {
+            if !people.contains_key(&k.owner) || api_keys.insert(k.key_id.clone(), k.clone()).is_some() {
+                return Err(invalid(format!("API key {} is listed twice or has no owner here", k.key_id)));
+            }
+        }
+        // Every key signs the genesis, once; no other signature is accepted.
+        let mut signed_by = BTreeSet::new();
+        for (index, s) in signed.signatures.iter().enumerate() {
+            let fail = |source| AuthorityError::GenesisSignature { index, source };
+            let key = people
+                .get(&s.approver)
+                .and_then(|p: &Person| p.keys.iter().find(|k| k.credential_id == s.credential_id))
+                .ok_or_else(|| {
+                    fail(CertificateError::UnknownCredential {
+                        index,
+                        approver: s.approver.to_string(),
+                        credential: s.credential_id.clone(),
+                    })
+                })?;
+            verify_bound_assertion(index, s, key, (&g.rp.id, &g.rp.origins), |b| {
+                b.check_document(GENESIS_NAME, &hash, Decision::Approve)
+            })
+            .map_err(fail)?;
+            if !signed_by.insert(s.credential_id.as_str()) {
+                return Err(fail(CertificateError::DuplicateApprover(s.approver.to_string())));
+            }
+        }
+        for p in &g.people {
+            for k in &p.keys {
+                if !signed_by.contains(k.credential_id.as_str()) {
+                    return Err(AuthorityError::GenesisUnsigned {
+                        approver: p.id.to_string(),
+                        credential: k.credential_id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(State {
+            head: Head { index: 0, hash: hash.to_hex() },
+            rp: g.rp.clone(),
+            people,
+            revoked: BTreeSet::new(),
+            policies: BTreeMap::from([(g.policy.version, g.policy.clone())]),
+            api_keys,
+            allowlist: g.allowlist.clone(),
+            applied_at: g.created_at,
+        })
+    }
+
+    /// The policy in force.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        // from_genesis inserts one; versions only ever grow.
+        self.policies.values().next_back().expect("the genesis policy")
+    }
+
+    /// The approver registry of this state (people with at least one key), for
+    /// [`crate::certificate::verify_quorum`].
+    #[must_use]
+    pub fn registry(&self) -> Registry {
+        Registry {
+            version: 1,
+            rp_id: self.rp.id.clone(),
+            origins: self.rp.origins.clone(),
+            issued_at: self.applied_at,
+            approvers: self
+                .people
+                .values()
+                .filter(|p| !p.keys.is_empty())
+                .map(|p| RegistryApprover {
+                    id: p.id.clone(),
+                    roles: p.roles.clone(),
+                    groups: p.groups.clone(),
+                    credentials: p.keys.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `approver` holds the key `credential` here.
+    #[must_use]
+    pub fn holds_key(&self, approver: &ApproverId, credential: &str) -> bool {
+        self.people.get(approver).is_some_and(|p| p.keys.iter().any(|k| k.credential_id == credential))
+    }
+
+    /// Verify `link` as the next one and return the state after it.
+    ///
+    /// # Errors
+    /// `authority.link_index`, `authority.broken_link`, `authority.bad_operation`,
+    /// the approval codes, `authority.quorum_not_met`, `authority.bad_change`.
+    pub fn apply(&self, link: &Link) -> Result<State, AuthorityError> {
+        let index = self.head.index + 1;
+        if link.index != index {
+            return Err(AuthorityError::LinkIndex { expected: index, found: link.index });
+        }
+        if link.prev != self.head.hash {
+            return Err(AuthorityError::BrokenLink(index));
+        }
+        let bad = |problem: String| AuthorityError::BadOperation { index, problem };
+        let op = canonical::decode(link.operation.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        if matches!(op.action, Action::Withdrawal(_)) {
+            return Err(bad("a withdrawal is not a change of authority".into()));
+        }
+        if link.applied_at < self.applied_at || link.applied_at >= op.expires_at {
+            return Err(AuthorityError::BadChange {
+                index,
+                problem: "applied before the link it follows, or after the operation expired".into(),
+            });
+        }
+        self.check_approvals(index, &op, &link.approvals, link.applied_at)?;
+        let mut next = self.clone();
+        next.change(index, &op, link.public_key.as_deref())?;
+        next.head = Head { index, hash: link.hash()?.to_hex() };
+        next.applied_at = link.applied_at;
+        Ok(next)
+    }
+
+    /// Each approval by an admin of this state, over exactly `op`; together the admin
+    /// quorum of this state's policy (a revocation needs any one admin: it only
+    /// removes power).
+    fn check_approvals(
+        &self,
+        index: u64,
+        op: &Operation,
+        approvals: &[CertifiedApproval],
+        at: Timestamp,
+    ) -> Result<(), AuthorityError> {
+        let fail = |source| AuthorityError::Approval { index, source };
+        let registry = self.registry();
+        let responsible = op.initiator.responsible_person();
+        let mut seen = BTreeSet::new();
+        let mut decisions = Vec::with_capacity(approvals.len());
+        for (i, a) in approvals.iter().enumerate() {
+            let person = self.people.get(&a.approver);
+            let key = person.and_then(|p| p.keys.iter().find(|k| k.credential_id == a.credential_id));
+            let (Some(person), Some(key)) = (person, key) else {
+                return Err(fail(CertificateError::UnknownCredential {
+                    index: i,
+                    approver: a.approver.to_string(),
+                    credential: a.credential_id.clone(),
+                }));
+            };
+            if !person.roles.contains(&Role::Admin) {
+                return Err(fail(CertificateError::NotAnApprover {
+                    index: i,
+                    approver: a.approver.to_string(),
+                }));
+            }
+            verify_assertion(i, a, key, &registry, op, Decision::Approve).map_err(fail)?;
+            if &a.approver == responsible || subject(op) == Some(&a.approver) {
+                return Err(fail(CertificateError::InitiatorApproved(a.approver.to_string())));
+            }
+            if !seen.insert(&a.approver) {
+                return Err(fail(CertificateError::DuplicateApprover(a.approver.to_string())));
+            }
+            decisions.push(CountedDecision { approver: a.approver.clone(), decision: Decision::Approve });
+        }
+        if matches!(op.action, Action::ApproverRevoke(_)) {
+            return if decisions.is_empty() {
+                Err(AuthorityError::QuorumNotMet { index, detail: "a revocation needs one admin".into() })
+            } else {
+                Ok(())
+            };
+        }
+        let mut roster = Roster::new();
+        for p in self.people.values().filter(|p| p.roles.contains(&Role::Admin) && !p.keys.is_empty()) {
+            roster.add(p.id.clone(), p.groups.iter().cloned());
+        }
+        match tally(&self.policy().admin_quorum, responsible, &roster, &decisions, op.expires_at, at) {
+            Tally::Approved { .. } => Ok(()),
+            other => Err(AuthorityError::QuorumNotMet { index, detail: format!("{other:?}") }),
+        }
+    }
+
+    fn change(&mut self, index: u64, op: &Operation, key: Option<&str>) -> Result<(), AuthorityError> {
+        let bad = |problem: String| AuthorityError::BadChange { index, problem };
+        if key.is_some() && !matches!(op.action, Action::ApproverEnroll(_)) {
+            return Err(bad("only an enrolment carries a public key".into()));
+        }
+        match &op.action {
+            Action::Withdrawal(_) => return Err(bad("a withdrawal changes no authority".into())),
+            Action::ApproverEnroll(e) => {
+                let credential = RegistryCredential {
+                    credential_id: e.credential.credential_id.clone(),
+                    algorithm: "es256".into(),
+                    public_key: key
+                        .ok_or_else(|| bad("an enrolment without the key's public key".into()))?
+                        .into(),
+                };
+                let bytes = BASE64URL_NOPAD.decode(credential.public_key.as_bytes()).unwrap_or_default();
+                if !check_key(&credential)
+                    || HEXLOWER.encode(&Sha256::digest(&bytes)) != e.credential.public_key_sha256
+                {
+                    return Err(bad(
+                        "the public key is not the one the approvers saw (SHA-256 differs)".into()
+                    ));
+                }
+                if self.revoked.contains(&e.approver) {
+                    return Err(bad(format!("{} was revoked", e.approver)));
+                }
+                if self
+                    .people
+                    .values()
+                    .flat_map(|p| &p.keys)
+                    .any(|k| k.credential_id == credential.credential_id)
+                {
+                    return Err(bad(format!("key {} is already enrolled", credential.credential_id)));
+                }
+                let person = self.people.entry(e.approver.clone()).or_insert_with(|| Person {
+                    id: e.approver.clone(),
+                    display_name: e.display_name.clone(),
+                    roles: BTreeSet::new(),
+                    groups: BTreeSet::new(),
+                    keys: Vec::new(),
+                });
+                person.display_name.clone_from(&e.display_name);
+                person.roles.clone_from(&e.roles);
+                person.groups.clone_from(&e.groups);
+                person.keys.push(credential);
+            }
+            Action::ApproverRevoke(r) => {
+                let Some(person) = self.people.get_mut(&r.approver) else {
+                    return Err(bad(format!("{} is not in the chain", r.approver)));
+                };
+                match &r.credential_id {
+                    Some(id) => {
+                        let before = person.keys.len();
+                        person.keys.retain(|k| &k.credential_id != id);
+                        if person.keys.len() == before {
+                            return Err(bad(format!("{} holds no key {id}", r.approver)));
+                        }
+                    }
+                    None => {
+                        self.people.remove(&r.approver);
+                        self.revoked.insert(r.approver.clone());
+                    }
+                }
+            }
+            Action::PolicyUpdate(p) => {
+                let next = self.policy().version + 1;
+                if p.policy.version != next {
+                    return Err(bad(format!(
+                        "policy version {} is not the next one ({next})",
+                        p.policy.version
+                    )));
+                }
+                self.policies.insert(next, p.policy.clone());
+            }
+            Action::AllowlistAdd(a) => {
+                let listed = self.allowlist.iter().any(|e| {
+                    e.account == a.account && e.network == a.network && e.destination == a.destination
+                });
+                if !listed {
+                    self.allowlist.push(AllowlistEntry {
+                        account: a.account.clone(),
+                        network: a.network.clone(),
+                        destination: a.destination.clone(),
+                        label: a.label.clone(),
+                    });
+                }
+            }
+            Action::ApiKeyCreate(k) => {
+                if self.api_keys.contains_key(&k.key_id) {
+                    return Err(bad(format!("API key {} already exists", k.key_id)));
+                }
+                self.api_keys.insert(
+                    k.key_id.clone(),
+                    ApiKeyGrant {
+                        key_id: k.key_id.clone(),
+                        owner: k.owner.clone(),
+                        algorithm: k.algorithm,
+                        public_key: Some(k.public_key.clone()),
+                        scopes: k.scopes.clone(),
+                    },
+                );
+            }
+            Action::Unfreeze(_) => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! The authority chain, verified offline from a pinned genesis: each attack on who
+//! may approve is refused with its own code, with real ES256 signatures.
+
+use std::collections::BTreeSet;
+
+use countersign_core::authority::*;
+use countersign_core::binding::{ApprovalBinding, client_data_json};
+use countersign_core::canonical;
+use countersign_core::certificate::{CertifiedApproval, RegistryCredential};
+use countersign_core::operation::*;
+use countersign_core::release::{ReleaseBasis, sign_release, verify_release_from_genesis};
+use countersign_core::{Decision, Operation, Timestamp};
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use sha2::{Digest as _, Sha256};
+
+use crate::certificate::{ORIGIN, RP, auth_data, gateway_key, large, p256_key, sign_parts};
+use crate::support::*;
+
+fn sec1(who: &str) -> String {
+    BASE64URL_NOPAD.encode(p256_key(who).verifying_key().to_sec1_point(false).as_bytes())
+}
+
+fn person(name: &str, roles: &[Role], groups: &[&str]) -> Person {
+    Person {
+        id: id(name),
+        display_name: name.to_uppercase(),
+        roles: roles.iter().copied().collect(),
+        groups: groups.iter().map(|g| id(g)).collect(),
+        keys: vec![RegistryCredential {
+            credential_id: format!("cred-{name}"),
+            algorithm: "es256".into(),
+            public_key: sec1(name),
+        }],
+    }
+}
+
+/// Traders alice, bob, carol; admins dave, erin, frank (policy 7: admins 2).
+fn genesis() -> Genesis {
+    let trader = |n| person(n, &[Role::Approver], &["traders"]);
+    let admin = |n| person(n, &[Role::Admin], &["admins"]);
+    Genesis {
+        version: 1,
+        rp: RelyingParty { id: RP.into(), origins: vec![ORIGIN.into()] },
+        people: vec![
+            trader("alice"),
+            trader("bob"),
+            trader("carol"),
+            admin("dave"),
+            admin("erin"),
+            admin("frank"),
+        ],
+        policy: policy(),
+        api_keys: vec![ApiKeyGrant {
+            key_id: id("key_mm1"),
+            owner: id("bob"),
+            algorithm: SigningAlgorithm::Ed25519,
+            public_key: Some(BASE64URL_NOPAD.encode(gateway_key().verifying_key().as_bytes())),
+            scopes: BTreeSet::from([Scope::Withdraw]),
+        }],
+        allowlist: vec![],
+        created_at: t("2026-11-28T11:00:00Z"),
+    }
+}
+
+fn sign_genesis(g: &Genesis, who: &str) -> CertifiedApproval {
+    let cdj = client_data_json("Z2VuZXNpcw", ORIGIN, &g.binding().unwrap()).unwrap();
+    sign_parts(who, &format!("cred-{who}"), &auth_data(RP, 0x05, 1), &cdj)
+}
+
+fn signed(g: Genesis) -> SignedGenesis {
+    let signatures = g.people.iter().map(|p| sign_genesis(&g, p.id.as_str())).collect();
+    SignedGenesis { genesis: g, signatures }
+}
+
+fn pinned() -> String {
+    genesis().hash().unwrap().to_hex()
+}
+
+fn approve(op: &Operation, who: &str) -> CertifiedApproval {
+    let binding = ApprovalBinding::with_reason(op, Decision::Approve, None).unwrap();
+    let cdj = client_data_json("Y2hhbGxlbmdl", ORIGIN, &binding).unwrap();
+    sign_parts(who, &format!("cred-{who}"), &auth_data(RP, 0x05, 2), &cdj)
+}
+
+fn admin_op(n: u8, proposer: &str, action: Action) -> Operation {
+    Operation {
+        id: id(&format!("op_01JDXK6Y3M00000000000000A{n}")),
+        initiator: Initiator::Approver { approver: id(proposer) },
+        ..operation(action)
+    }
+}
+
+fn enroll_gina() -> Operation {
+    admin_op(
+        1,
+        "dave",
+        Action::ApproverEnroll(ApproverEnroll {
+            approver: id("gina"),
+            display_name: "GINA".into(),
+            roles: BTreeSet::from([Role::Approver]),
+            groups: BTreeSet::from([id("traders")]),
+            credential: CredentialSummary {
+                credential_id: "cred-gina".into(),
+                key_kind: KeyKind::Fido2,
+                aaguid: None,
+                public_key_sha256: HEXLOWER
+                    .encode(&Sha256::digest(BASE64URL_NOPAD.decode(sec1("gina").as_bytes()).unwrap())),
+                label: "blue key".into(),
+            },
+        }),
+    )
+}
+
+fn revoke(n: u8, proposer: &str, who: &str) -> Operation {
+    admin_op(
+        n,
+        proposer,
+        Action::ApproverRevoke(ApproverRevoke {
+            approver: id(who),
+            credential_id: None,
+            reason: "left".into(),
+        }),
+    )
+}
+
+fn link(prev: &Head, op: &Operation, by: &[&str]) -> Link {
+    Link {
+        index: prev.index + 1,
+        prev: prev.hash.clone(),
+        operation: String::from_utf8(canonical::encode(op).unwrap()).unwrap(),
+        approvals: by.iter().map(|w| approve(op, w)).collect(),
+        applied_at: now().plus_seconds(30),
+        public_key: matches!(op.action, Action::ApproverEnroll(_)).then(|| sec1("gina")),
+    }
+}
+
+fn authority() -> Authority {
+    Authority::new(&pinned(), &signed(genesis())).unwrap()
+}
+
+fn extend(a: &mut Authority, l: &Link) -> &'static str {
+    a.extend([l]).unwrap_err().code()
+}
+
+/// A quorum release of `op` decided under `head`, approved by `by`, as JSON.
+fn release(op: &Operation, head: &Head, by: &[&str]) -> Vec<u8> {
+    let approvals = by.iter().map(|w| approve(op, w)).collect();
+    let doc = sign_release(
+        op,
+        ReleaseBasis::Quorum,
+        Some(quorum(&[("traders", 2)])),
+        approvals,
+        now().plus_seconds(60),
+        Some(head.clone()),
+        &gateway_key(),
+    )
+    .unwrap();
+    serde_json::to_vec(&doc).unwrap()
+}
+
+fn settle(json: &[u8], a: &Authority) -> Result<Operation, &'static str> {
+    verify_release_from_genesis(json, &gateway_key().verifying_key(), a).map_err(|e| e.code())
+}
+
+#[test]
+fn a_genesis_signed_by_every_key_it_lists_is_the_root_settlement_verifies_from() {
+    let a = authority();
+    assert_eq!(a.head(), &Head { index: 0, hash: pinned() });
+    assert_eq!(settle(&release(&large(), a.head(), &["alice", "carol"]), &a).unwrap(), large());
+    // The same evidence without a head is refused: it says nothing about authority.
+    let legacy =
+        sign_release(&large(), ReleaseBasis::Quorum, None, vec![], now(), None, &gateway_key()).unwrap();
+    assert_eq!(settle(&serde_json::to_vec(&legacy).unwrap(), &a), Err("authority.missing"));
+}
+
+#[test]
+fn a_genesis_is_refused_unless_it_is_the_pinned_one_and_every_key_signed_it() {
+    let code = |pin: &str, s: &SignedGenesis| Authority::new(pin, s).unwrap_err().code();
+    let good = signed(genesis());
+    assert_eq!(code(&"0".repeat(64), &good), "authority.genesis_mismatch");
+
+    // An extra person slipped in after the signatures: another hash.
+    let mut grown = good.clone();
+    grown.genesis.people.push(person("mallory", &[Role::Admin], &["admins"]));
+    assert_eq!(code(&pinned(), &grown), "authority.genesis_mismatch");
+
+    // One founding key did not sign.
+    let mut missing = good.clone();
+    missing.signatures.retain(|s| s.approver.as_str() != "erin");
+    assert_eq!(code(&pinned(), &missing), "authority.genesis_unsigned");
+
+    // A signature over something else (a genesis with another policy), or by a stranger.
+    let mut other = genesis();
+    other.policy.approval_ttl_seconds += 1;
+    let mut forged = good.clone();
+    forged.signatures[0] = sign_genesis(&other, "alice");
+    assert_eq!(code(&pinned(), &forged), "authority.genesis_signature");
+    let mut stranger = good;
+    stranger.signatures.push(sign_genesis(&genesis(), "mallory"));
+    assert_eq!(code(&pinned(), &stranger), "authority.genesis_signature");
+}
+
+#[test]
+fn an_enrolment_needs_the_admin_quorum_in_force_before_it() {
+    let genesis_head = authority().head().clone();
+    let op = enroll_gina();
+
+    // One admin is not the quorum (two admins).
+    assert_eq!(extend(&mut authority(), &link(&genesis_head, &op, &["erin"])), "authority.quorum_not_met");
+    // The proposer does not count.
+    assert_eq!(
+        extend(&mut authority(), &link(&genesis_head, &op, &["dave", "erin"])),
+        "authority.initiator_approved"
+    );
+    // Traders are not admins.
+    assert_eq!(
+        extend(&mut authority(), &link(&genesis_head, &op, &["alice", "erin"])),
+        "authority.not_an_admin"
+    );
+    // A key other than the one approved.
+    let mut swapped = link(&genesis_head, &op, &["erin", "frank"]);
+    swapped.public_key = Some(sec1("mallory"));
+    assert_eq!(extend(&mut authority(), &swapped), "authority.bad_change");
+    // Not following the head.
+    let mut stray = link(&genesis_head, &op, &["erin", "frank"]);
+    stray.prev = "00".repeat(32);
+    assert_eq!(extend(&mut authority(), &stray), "authority.broken_link");
+
+    // Two other admins: gina may now approve, from the new head on.
+    let mut a = authority();
+    assert_eq!(a.extend([&link(&genesis_head, &op, &["erin", "frank"])]).unwrap(), 1);
+    assert_eq!(settle(&release(&large(), a.head(), &["alice", "gina"]), &a).unwrap(), large());
+    // Not under the genesis, where she was nobody.
+    assert_eq!(
+        settle(&release(&large(), &genesis_head, &["alice", "gina"]), &a),
+        Err("certificate.unknown_credential")
+    );
+}
+
+#[test]
+fn keys_the_chain_never_produced_do_not_count() {
+    // A row written into the gateway's tables, or a registry signed with a stolen
+    // gateway key, naming a key of mallory's for carol: the chain does not list it.
+    let a = authority();
+    let mut approvals = vec![approve(&large(), "alice"), approve(&large(), "mallory")];
+    approvals[1].approver = id("carol");
+    approvals[1].credential_id = "cred-carol".into();
+    let doc = sign_release(
+        &large(),
+        ReleaseBasis::Quorum,
+        Some(quorum(&[("traders", 2)])),
+        approvals,
+        now().plus_seconds(60),
+        Some(a.head().clone()),
+        &gateway_key(),
+    )
+    .unwrap();
+    assert_eq!(settle(&serde_json::to_vec(&doc).unwrap(), &a), Err("certificate.bad_signature"));
+    // An invented person.
+    assert_eq!(
+        settle(&release(&large(), a.head(), &["alice", "mallory"]), &a),
+        Err("certificate.unknown_credential")
+    );
+    // Roles edited in the tables: bob holding approver rights does not make dave a trader.
+    assert_eq!(
+        settle(&release(&large(), a.head(), &["alice", "dave"]), &a),
+        Err("certificate.not_an_approver")
+    );
+}
+
+#[test]
+fn a_revoked_admin_approves_no_later_link_and_a_revocation_needs_one_admin() {
+    let mut a = authority();
+    let first = link(a.head(), &revoke(2, "dave", "erin"), &[]);
+    assert_eq!(extend(&mut a, &first), "authority.quorum_not_met");
+    a.extend([&link(a.head(), &revoke(2, "dave", "erin"), &["frank"])]).unwrap();
+    let late = link(a.head(), &enroll_gina(), &["erin", "frank"]);
+    assert_eq!(extend(&mut a, &late), "authority.unknown_credential");
+}
+
+#[test]
+fn a_verifier_that_saw_a_later_head_refuses_what_it_removed() {
+    let genesis_head = authority().head().clone();
+    let decided = release(&large(), &genesis_head, &["alice", "carol"]);
+
+    // carol is revoked after the release was decided.
+    let mut a = authority();
+    a.extend([&link(&genesis_head, &revoke(3, "dave", "carol"), &["erin"])]).unwrap();
+    assert_eq!(settle(&decided, &a), Err("authority.revoked_since"));
+
+    // The large tier is raised to three traders.
+    let mut stricter = policy();
+    stricter.version = 8;
+    stricter.withdrawal_tiers[0].quorum = quorum(&[("traders", 3)]);
+    let update = admin_op(4, "dave", Action::PolicyUpdate(PolicyUpdate { policy: stricter }));
+    let mut b = authority();
+    b.extend([&link(&genesis_head, &update, &["erin", "frank"])]).unwrap();
+    assert_eq!(settle(&decided, &b), Err("authority.floor_raised"));
+}
+
+#[test]
+fn the_chain_never_goes_back_and_unknown_heads_are_refused() {
+    let mut a = authority();
+    let genesis_head = a.head().clone();
+    let l1 = link(&genesis_head, &enroll_gina(), &["erin", "frank"]);
+    a.extend([&l1]).unwrap();
+    // The same link again is nothing new; a different link 1 is a rewritten history.
+    assert_eq!(a.extend([&l1]).unwrap(), 0);
+    let other = link(&genesis_head, &revoke(5, "dave", "carol"), &["erin"]);
+    assert_eq!(extend(&mut a, &other), "authority.fork");
+    // A release under a head this verifier does not hold (e.g. from a rolled-back
+    // gateway's other history).
+    let elsewhere = Head { index: 1, hash: other.hash().unwrap().to_hex() };
+    assert_eq!(
+        settle(&release(&large(), &elsewhere, &["alice", "carol"]), &a),
+        Err("authority.unknown_head")
+    );
+}
+
+#[test]
+fn only_api_keys_the_chain_admits_initiate_settled_operations() {
+    let a = authority();
+    let foreign = Operation {
+        initiator: Initiator::ApiKey {
+            key_id: id("key_backdoor"),
+            owner: id("bob"),
+            source_ip: "203.0.113.7".parse().unwrap(),
+        },
+        ..large()
+    };
+    assert_eq!(
+        settle(&release(&foreign, a.head(), &["alice", "carol"]), &a),
+        Err("authority.unknown_api_key")
+    );
+}
+
+#[test]
+fn heads_and_links_round_trip_through_json() {
+    let a = authority();
+    let doc = AuthorityDocument {
+        genesis: signed(genesis()),
+        links: vec![link(a.head(), &enroll_gina(), &["erin", "frank"])],
+    };
+    let json = serde_json::to_string(&doc).unwrap();
+    let back: AuthorityDocument = serde_json::from_str(&json).unwrap();
+    let verified = Authority::from_document(&pinned(), &back).unwrap();
+    assert_eq!(verified.head().index, 1);
+    assert_eq!(verified.genesis_hash(), pinned());
+    let _: Timestamp = verified.latest().applied_at;
+}
