@@ -76,6 +76,7 @@ pub async fn the_invariant_checker_passes_a_real_run_and_names_each_broken_promi
         first.quorum.clone(),
         first.approvals.clone(),
         gw.now().plus_seconds(5),
+        None,
         gw.state.keys.signing_key(),
     )
     .unwrap();
@@ -92,6 +93,7 @@ pub async fn the_invariant_checker_passes_a_real_run_and_names_each_broken_promi
         None,
         vec![],
         gw.now(),
+        None,
         gw.state.keys.signing_key(),
     )
     .unwrap();

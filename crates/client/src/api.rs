@@ -152,11 +152,11 @@ impl Client {
         resp.json().await.map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    async fn post(&self, path: &str, session: Option<&Session>, body: Value) -> Result<Value> {
+    pub(crate) async fn post(&self, path: &str, session: Option<&Session>, body: Value) -> Result<Value> {
         self.call(reqwest::Method::POST, path, session, Some(body)).await
     }
 
-    async fn get(&self, path: &str, session: Option<&Session>) -> Result<Value> {
+    pub(crate) async fn get(&self, path: &str, session: Option<&Session>) -> Result<Value> {
         self.call(reqwest::Method::GET, path, session, None).await
     }
 
@@ -183,7 +183,7 @@ impl Client {
     }
 
     /// The origin to sign, after checking that the ceremony is for the pinned rp id.
-    async fn origin_for(&self, asked_rp_id: &str) -> Result<&str> {
+    pub(crate) async fn origin_for(&self, asked_rp_id: &str) -> Result<&str> {
         let rp = self.relying_party().await?;
         if rp.rp_id != asked_rp_id {
             return Err(Error::RelyingPartyChanged {

@@ -16,6 +16,7 @@
 //! allowed only to this machine. Every request has a timeout.
 
 mod api;
+mod authority;
 mod error;
 mod events;
 mod link;
@@ -24,6 +25,7 @@ pub mod profile;
 mod transport;
 
 pub use api::{Client, DecisionChallenge, Enrolled, Info, RelyingParty, Session};
+pub use authority::GenesisDraft;
 pub use error::{Error, Result};
 pub use events::{Event, Update};
 pub use link::EnrollmentLink;

@@ -267,6 +267,12 @@ pub struct Config {
     /// to `https://` (or `http://` without `[tls]`) + `listen`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The genesis hash (hex) of the authority chain this gateway pins: with it set,
+    /// a stored genesis that hashes otherwise is refused (fail closed). Without it the
+    /// stored genesis is used, and only settlement's pin protects against its
+    /// replacement.
+    #[serde(default)]
+    pub genesis: Option<String>,
     /// The initial policy, stored as version 1 on first start.
     pub policy: Policy,
 }

@@ -274,7 +274,9 @@ pub async fn submit(
             .detail("verdict", verdict_json.to_string()),
     );
     let cert = match state_after {
-        OpState::Released => Some(release_document(&operation, &state.keys, now)?),
+        OpState::Released => {
+            Some(release_document(&operation, &state.keys, crate::authority::head(state), now)?)
+        }
         _ => None,
     };
     let new = NewOperation {

@@ -211,6 +211,10 @@ pub async fn check(state: &AppState, evidence: &Evidence) -> Result<Report> {
     if let Some(settled) = &evidence.settled {
         settlement(settled, &ledger, &mut report);
     }
+    // `authority.*`: what the tables say against what the chain produces.
+    for (rule, subject, detail) in crate::authority::check_tables(state).await? {
+        report.violation(rule, subject, detail);
+    }
     Ok(report)
 }
 

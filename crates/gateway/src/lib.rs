@@ -25,6 +25,7 @@
 pub mod approvers;
 pub mod assets;
 pub mod auth;
+pub mod authority;
 pub mod clock;
 pub mod config;
 pub mod decoy;

@@ -15,7 +15,7 @@ use countersign_gateway::config::Config;
 use countersign_gateway::keys::random_bytes;
 use countersign_gateway::store::ApiKeyRecord;
 use countersign_gateway::tls::TlsListener;
-use countersign_gateway::{AppState, serve};
+use countersign_gateway::{AppState, authority, serve};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 
 /// Countersign gateway: holds API-key withdrawals until enough people approve them
@@ -63,8 +63,19 @@ enum Command {
     /// Approvers and their enrollment codes.
     #[command(subcommand)]
     Approver(ApproverCommand),
-    /// Print the approver registry signed by the gateway key (for settlement).
+    /// Print the approver registry signed by the gateway key (for settlement before
+    /// a genesis exists).
     Registry,
+    /// Draft the authority chain's genesis from the people, keys, API keys,
+    /// allowlist and policy here, or show it: every key it lists signs it
+    /// (`countersign genesis sign`), then settlement pins its hash. From the draft
+    /// on, the host grants no power (no bootstrap codes, API keys, allowlist entries
+    /// or revocations from here).
+    Genesis {
+        /// Discard an unsealed draft (people or policy changed before all signed).
+        #[arg(long)]
+        reset: bool,
+    },
     /// Check every invariant on the database: nothing released twice or without a
     /// verified quorum, every decision a verified assertion, counters increasing,
     /// the audit chain whole and covering every state change. Exits non-zero on any
@@ -278,6 +289,9 @@ async fn main() -> ExitCode {
         },
         Command::Unfreeze { proposer, reason } => unfreeze(&state, &proposer, reason, now).await,
         Command::Allowlist(AllowlistCommand::Add { account, network, address, memo, label }) => {
+            if let Err(e) = authority::host_may_grant(&state, "an allowlist entry").await {
+                return fail(e.to_string());
+            }
             allowlist_add(&state, &account, &network, Destination { address, memo }, &label, now).await
         }
         Command::Approver(ApproverCommand::Code { id, name, role, group, by }) => {
@@ -294,6 +308,7 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Genesis { reset } => genesis(&state, reset, now).await,
         Command::Registry => match countersign_gateway::approvers::registry(&state, now).await {
             Ok(r) => serde_json::to_string_pretty(&r).map_err(|e| e.to_string()).and_then(done),
             Err(e) => Err(e.to_string()),
@@ -404,6 +419,40 @@ fn verify_export(file: &std::path::Path, key: &str) -> ExitCode {
     }
 }
 
+async fn genesis(state: &AppState, reset: bool, now: countersign_core::Timestamp) -> Result<(), String> {
+    if reset {
+        return match authority::reset(state, now).await {
+            Ok(true) => done(
+                "the genesis draft is discarded; run `countersign-gateway genesis` to draft it again".into(),
+            ),
+            Ok(false) => done("there is no genesis draft".into()),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let status = authority::draft(state, now).await.map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "genesis {}\n  {} people, {} API keys, {} allowlisted destinations, policy version {}\n",
+        status.hash,
+        status.genesis.people.len(),
+        status.genesis.api_keys.len(),
+        status.genesis.allowlist.len(),
+        status.genesis.policy.version
+    );
+    if status.sealed {
+        out.push_str(
+            "  sealed: every key signed it. Settlement pins this hash (verify-certificate --genesis).",
+        );
+    } else {
+        out.push_str(
+            "  waiting for these keys to sign it (`countersign genesis sign` on each person's machine):",
+        );
+        for (who, key) in &status.missing {
+            out.push_str(&format!("\n    {who}  {key}"));
+        }
+    }
+    done(out)
+}
+
 async fn unfreeze(
     state: &AppState,
     proposer: &str,
@@ -487,6 +536,9 @@ async fn api_key(
     cmd: ApiKeyCommand,
     now: countersign_core::Timestamp,
 ) -> Result<(), String> {
+    if matches!(cmd, ApiKeyCommand::Create { .. }) {
+        authority::host_may_grant(state, "a new API key").await.map_err(|e| e.to_string())?;
+    }
     match cmd {
         ApiKeyCommand::Create {
             id,

@@ -22,13 +22,20 @@ use crate::store::AuditEvent;
 /// Longest wait between two delivery attempts.
 pub const MAX_BACKOFF_SECONDS: i64 = 300;
 
-/// The release document for an operation that policy allowed, as JSON.
+/// The release document for an operation that policy allowed, as JSON, naming the
+/// authority head it was judged under (none before genesis).
 ///
 /// # Errors
 /// Encoding failures (not expected for a valid operation).
-pub fn release_document(op: &Operation, keys: &GatewayKeys, now: Timestamp) -> Result<Value> {
-    let doc = sign_release(op, ReleaseBasis::AllowedByPolicy, None, vec![], now, keys.signing_key())
-        .map_err(Error::internal)?;
+pub fn release_document(
+    op: &Operation,
+    keys: &GatewayKeys,
+    authority: Option<countersign_core::authority::Head>,
+    now: Timestamp,
+) -> Result<Value> {
+    let doc =
+        sign_release(op, ReleaseBasis::AllowedByPolicy, None, vec![], now, authority, keys.signing_key())
+            .map_err(Error::internal)?;
     serde_json::to_value(doc).map_err(Error::internal)
 }
 

@@ -44,6 +44,8 @@ pub struct AppState {
     pub ceremony_limits: Arc<rate::CeremonyLimits>,
     /// The signed registry, by the audit head it was built at.
     pub registry_cache: Arc<tokio::sync::Mutex<Option<(i64, countersign_core::certificate::SignedRegistry)>>>,
+    /// The authority chain as verified from the pinned genesis.
+    pub authority: crate::authority::Shared,
 }
 
 impl AppState {
@@ -75,6 +77,7 @@ impl AppState {
             race_windows: Arc::default(),
             ceremony_limits: Arc::default(),
             registry_cache: Arc::default(),
+            authority: Arc::default(),
             tls,
         })
     }

@@ -18,6 +18,10 @@ pub async fn sweep_forever(state: AppState) {
         if let Err(e) = sweep_once(&state, now).await {
             tracing::warn!(error = %e, "sweep failed; will retry");
         }
+        // Links appended by another instance reach this one's intake head.
+        if let Err(e) = crate::authority::refresh(&state).await {
+            tracing::warn!(error = %e, "the authority chain could not be refreshed");
+        }
         tokio::time::sleep(every).await;
     }
 }

@@ -65,43 +65,7 @@ impl State {
         if hash.to_hex() != pinned {
             return Err(AuthorityError::GenesisMismatch { pinned: pinned.to_owned(), found: hash.to_hex() });
         }
-        if g.version != 1 {
-            return Err(AuthorityError::Version(g.version));
-        }
-        if g.rp.id.is_empty() || g.rp.origins.is_empty() {
-            return Err(invalid("the relying party needs an id and at least one origin"));
-        }
-        g.policy.validate().map_err(|e| invalid(e.to_string()))?;
-        let mut people = BTreeMap::new();
-        let mut credentials = BTreeSet::new();
-        for p in &g.people {
-            if p.roles.is_empty() || p.keys.is_empty() {
-                return Err(invalid(format!("{} needs at least one role and one key", p.id)));
-            }
-            for k in &p.keys {
-                if !check_key(k) {
-                    return Err(invalid(format!(
-                        "{}'s key {} is not an ES256 public key",
-                        p.id, k.credential_id
-                    )));
-                }
-                if !credentials.insert(k.credential_id.as_str()) {
-                    return Err(invalid(format!("key {} is listed twice", k.credential_id)));
-                }
-            }
-            if people.insert(p.id.clone(), p.clone()).is_some() {
-                return Err(invalid(format!("{} is listed twice", p.id)));
-            }
-        }
-        if !g.people.iter().any(|p| p.roles.contains(&Role::Admin)) {
-            return Err(invalid("no admin: nobody could approve a change"));
-        }
-        let mut api_keys = BTreeMap::new();
-        for k in &g.api_keys {
-            if !people.contains_key(&k.owner) || api_keys.insert(k.key_id.clone(), k.clone()).is_some() {
-                return Err(invalid(format!("API key {} is listed twice or has no owner here", k.key_id)));
-            }
-        }
+        let (people, api_keys) = structure(g)?;
         // Every key signs the genesis, once; no other signature is accepted.
         let mut signed_by = BTreeSet::new();
         for (index, s) in signed.signatures.iter().enumerate() {
@@ -376,5 +340,60 @@ impl State {
             Action::Unfreeze(_) => {}
         }
         Ok(())
+    }
+}
+
+/// The genesis's own consistency, before any signature: version, relying party,
+/// policy, people and keys each once, an admin, API keys owned by listed people.
+fn structure(
+    g: &super::Genesis,
+) -> Result<(BTreeMap<ApproverId, Person>, BTreeMap<ApiKeyId, ApiKeyGrant>), AuthorityError> {
+    if g.version != 1 {
+        return Err(AuthorityError::Version(g.version));
+    }
+    if g.rp.id.is_empty() || g.rp.origins.is_empty() {
+        return Err(invalid("the relying party needs an id and at least one origin"));
+    }
+    g.policy.validate().map_err(|e| invalid(e.to_string()))?;
+    let mut people = BTreeMap::new();
+    let mut credentials = BTreeSet::new();
+    for p in &g.people {
+        if p.roles.is_empty() || p.keys.is_empty() {
+            return Err(invalid(format!("{} needs at least one role and one key", p.id)));
+        }
+        for k in &p.keys {
+            if !check_key(k) {
+                return Err(invalid(format!(
+                    "{}'s key {} is not an ES256 public key",
+                    p.id, k.credential_id
+                )));
+            }
+            if !credentials.insert(k.credential_id.as_str()) {
+                return Err(invalid(format!("key {} is listed twice", k.credential_id)));
+            }
+        }
+        if people.insert(p.id.clone(), p.clone()).is_some() {
+            return Err(invalid(format!("{} is listed twice", p.id)));
+        }
+    }
+    if !g.people.iter().any(|p| p.roles.contains(&Role::Admin)) {
+        return Err(invalid("no admin: nobody could approve a change"));
+    }
+    let mut api_keys = BTreeMap::new();
+    for k in &g.api_keys {
+        if !people.contains_key(&k.owner) || api_keys.insert(k.key_id.clone(), k.clone()).is_some() {
+            return Err(invalid(format!("API key {} is listed twice or has no owner here", k.key_id)));
+        }
+    }
+    Ok((people, api_keys))
+}
+
+impl super::Genesis {
+    /// Check the genesis is consistent before anyone signs it (the gateway's draft).
+    ///
+    /// # Errors
+    /// `authority.unsupported_version`, `authority.genesis_invalid`.
+    pub fn validate(&self) -> Result<(), AuthorityError> {
+        structure(self).map(|_| ())
     }
 }

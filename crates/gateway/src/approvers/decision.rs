@@ -6,7 +6,7 @@ use countersign_core::Timestamp;
 use countersign_core::binding::{ApprovalBinding, Decision};
 use countersign_core::policy::Quorum;
 use countersign_core::quorum::{CountedDecision, Roster, Tally, tally};
-use countersign_core::release::{ReleaseBasis, sign_release};
+use countersign_core::release::{ReleaseBasis, sign_release, verify_release_from_genesis};
 use countersign_core::verdict::Verdict;
 use data_encoding::BASE64URL_NOPAD;
 use serde::Serialize;
@@ -232,6 +232,9 @@ pub(super) async fn settle(
         roster.add(p.id.clone(), p.groups.iter().cloned());
     }
     let op = &record.operation;
+    // Verified before the transaction (SQLite has one connection): the chain the
+    // release is checked against, and that an administrative change extends.
+    let mut authority = crate::authority::verified(state).await?;
     let mut tx = state.store.begin().await?;
     let current = state.store.lock_operation(&mut tx, op.id.as_str()).await?;
     let mut decisions = Vec::new();
@@ -255,15 +258,42 @@ pub(super) async fn settle(
     let (to, doc) = match &t {
         Tally::Approved { approvers } => {
             approvals.retain(|a| approvers.contains(&a.approver));
+            let withdrawal = op.withdrawal().is_some();
+            let head = match authority.as_mut() {
+                Some(chain) if !withdrawal => {
+                    Some(crate::authority::append_in(state, &mut tx, chain, record, &approvals, now).await?)
+                }
+                Some(chain) => Some(chain.head().clone()),
+                None => None,
+            };
             let doc = sign_release(
                 op,
                 ReleaseBasis::Quorum,
                 Some(quorum.clone()),
                 approvals,
                 now,
+                head,
                 state.keys.signing_key(),
             )
             .map_err(Error::internal)?;
+            if let (Some(chain), true) = (&authority, withdrawal) {
+                // Fail closed: what settlement would refuse is not released (a key or
+                // role the gateway's tables hold but the chain never produced).
+                let json = serde_json::to_vec(&doc).map_err(Error::internal)?;
+                let verifying = state.keys.verifying_key();
+                if let Err(e) = verify_release_from_genesis(&json, &verifying, chain) {
+                    drop(tx);
+                    let event = AuditEvent::new("gateway", "release.refused_by_authority")
+                        .operation(&op.id, &record.digest)
+                        .detail("code", e.code());
+                    state.store.audit(&event, now).await?;
+                    return Err(err(
+                        409,
+                        "authority.release_refused",
+                        format!("the authority chain does not support this release: {e}"),
+                    ));
+                }
+            }
             (OpState::Released, Some(serde_json::to_value(doc).map_err(Error::internal)?))
         }
         Tally::Rejected { .. } => (OpState::Rejected, None),
@@ -282,6 +312,9 @@ pub(super) async fn settle(
         return Err(Error::internal("an operation locked as pending could not be moved"));
     }
     state.store.commit(tx).await?;
+    if authority.is_some() && op.withdrawal().is_none() && to == OpState::Released {
+        crate::authority::refresh(state).await?;
+    }
     Ok(DecisionOutcome { state: to, tally: t })
 }
 

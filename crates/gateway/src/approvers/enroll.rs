@@ -30,6 +30,13 @@ pub(super) async fn ensure_bootstrap_open(
     now: Timestamp,
     count_outstanding: bool,
 ) -> Result<()> {
+    if state.store.genesis().await?.is_some() {
+        return Err(err(
+            409,
+            "approver.bootstrap_closed",
+            "a genesis exists: further people are enrolled through an ApproverEnroll operation the admins approve",
+        ));
+    }
     let policy = state.store.current_policy().await?.ok_or_else(|| Error::internal("no policy stored"))?;
     let (_, registry) = roster(state).await?;
     let mut admins = registry.iter().filter(|p| p.roles.contains(&Role::Admin)).count() as u64;

@@ -11,11 +11,14 @@ use crate::store::{AuditEvent, Inserted, NewOperation, OpState, OperationRecord}
 
 use super::{Session, approver, err};
 
-/// Revoke a person: their keys stop counting at once, also for pending operations.
+/// Revoke a person from the host: their keys stop counting at once, also for
+/// pending operations. Refused once a genesis exists.
 ///
 /// # Errors
 /// Store errors.
 pub async fn revoke(state: &AppState, id: &ApproverId, actor: &str, now: Timestamp) -> Result<bool> {
+    // After genesis a revocation is a link signed by an admin (an ApproverRevoke).
+    crate::authority::host_may_grant(state, "a revocation").await?;
     let mut tx = state.store.begin().await?;
     let done = state.store.revoke_in(&mut tx, id.as_str(), None, now).await?;
     if done {

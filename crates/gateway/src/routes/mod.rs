@@ -3,6 +3,7 @@
 
 mod admin;
 mod approver;
+mod authority;
 mod events;
 mod public;
 mod withdrawals;
@@ -42,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations/{id}/challenge", post(approver::decision_challenge))
         .route("/v1/operations/{id}/decisions", post(approver::decision_finish))
         .route("/v1/registry", get(public::registry))
+        .route("/v1/authority", get(authority::chain))
+        .route("/v1/authority/links", get(authority::links))
+        .route("/v1/authority/genesis", get(authority::genesis))
+        .route("/v1/authority/genesis/signatures", post(authority::sign_genesis))
         .route("/v1/events", get(approver::events_stream))
         .route("/v1/freeze/challenge", post(approver::freeze_challenge))
         .route("/v1/freeze", post(approver::freeze))
@@ -70,6 +75,10 @@ pub async fn serve<L>(state: AppState, listener: L) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
+    if let Err(e) = crate::authority::refresh(&state).await {
+        // Serving goes on (reads, freeze); releases are refused until the chain verifies.
+        tracing::error!(error = %e, "the authority chain does not verify");
+    }
     tokio::spawn(sweep::sweep_forever(state.clone()));
     if let Some(url) = state.config.settlement.webhook_url.clone() {
         let timeout = std::time::Duration::from_secs(state.config.settlement.timeout_seconds.max(1));

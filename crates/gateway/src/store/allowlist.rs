@@ -123,3 +123,30 @@ impl Store {
         Ok(true)
     }
 }
+
+impl Store {
+    /// Every allowlisted destination, in key order (for the genesis and the checker).
+    ///
+    /// # Errors
+    /// Database errors; an entry that no longer decodes.
+    pub async fn allowlist_entries(&self) -> Result<Vec<countersign_core::authority::AllowlistEntry>> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(
+            "SELECT account, network, address, memo, label FROM allowlist ORDER BY account, network, address, memo",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let memo: String = r.try_get(3)?;
+                let parse = |i: usize| -> Result<String> { Ok(r.try_get::<String, _>(i)?) };
+                Ok(countersign_core::authority::AllowlistEntry {
+                    account: parse(0)?.parse().map_err(|e| super::corrupt("allowlist account", e))?,
+                    network: parse(1)?.parse().map_err(|e| super::corrupt("allowlist network", e))?,
+                    destination: Destination { address: parse(2)?, memo: (!memo.is_empty()).then_some(memo) },
+                    label: parse(4)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -14,6 +14,7 @@
 mod allowlist;
 mod api_keys;
 mod audit;
+mod authority;
 mod ceremonies;
 mod decisions;
 mod deliveries;
@@ -25,6 +26,7 @@ mod raw;
 
 pub use api_keys::ApiKeyRecord;
 pub use audit::AuditEvent;
+pub use authority::GenesisRow;
 pub use ceremonies::{CeremonyRow, NewCeremony, SessionRow};
 pub use decisions::{DecisionWithKey, NewDecision, RecordedDecision};
 pub use deliveries::{Delivery, LedgerEntry};
@@ -82,6 +84,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "approvers", include_str!("../../migrations/0002_approvers.sql")),
     (3, "destination_memo", include_str!("../../migrations/0003_destination_memo.sql")),
+    (4, "authority", include_str!("../../migrations/0004_authority.sql")),
 ];
 
 impl Store {

@@ -21,12 +21,17 @@ macro_rules! both {
 }
 
 mod approvals;
+mod authority;
 mod cli;
 mod client;
 mod layout;
 mod review;
 mod signing_doc;
 mod stories;
+
+both!(authority => authority_chain:
+    settlement_verifies_from_the_genesis_and_refuses_what_the_tables_invent,
+);
 
 both!(client => approver_client:
     approvers_enroll_and_approve_through_the_client_over_pinned_https,
