@@ -2,6 +2,7 @@
 //! API key in an emergency, and verify releases offline.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod chain;
 mod key;
 mod profile;
 mod show;
@@ -86,19 +87,36 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Settlement: verify a release document offline.
+    /// Settlement: verify a release document offline, from the pinned genesis hash
+    /// and the authority chain (or, before a genesis exists, a registry and policy).
     VerifyCertificate {
         /// The release document (JSON) that came with the transfer.
         file: PathBuf,
-        /// The approver registry (JSON from GET /v1/registry).
-        #[arg(long)]
-        registry: PathBuf,
-        /// The policy settlement trusts (JSON).
-        #[arg(long)]
-        policy: PathBuf,
+        /// The genesis hash settlement pins (hex).
+        #[arg(long, requires = "authority")]
+        genesis: Option<String>,
+        /// The authority chain (JSON from GET /v1/authority).
+        #[arg(long, requires = "genesis")]
+        authority: Option<PathBuf>,
+        /// Before a genesis: the approver registry (JSON from GET /v1/registry).
+        #[arg(long, conflicts_with = "genesis")]
+        registry: Option<PathBuf>,
+        /// Before a genesis: the policy settlement trusts (JSON).
+        #[arg(long, conflicts_with = "genesis")]
+        policy: Option<PathBuf>,
         /// The gateway's Ed25519 public key, base64url (it may begin with '-').
         #[arg(long, allow_hyphen_values = true)]
         gateway_key: String,
+    },
+    /// The authority chain's genesis: show it, or sign it with your key.
+    #[command(subcommand)]
+    Genesis(chain::GenesisCommand),
+    /// Verify the gateway's authority chain from the genesis hash you pin, and list
+    /// its links.
+    Chain {
+        /// The pinned genesis hash (hex).
+        #[arg(long)]
+        genesis: String,
     },
     /// Admins: people, keys and administrative changes (each change waits for the
     /// admin quorum; approve it with `countersign approve <id>`).
@@ -386,22 +404,12 @@ async fn run(cli: Cli) -> Outcome {
             let human = if changed { "Every API key is frozen." } else { "Already frozen." };
             ctx.print(human.into(), json!({"frozen": true, "changed": changed}));
         }
-        Command::VerifyCertificate { file, registry, policy, gateway_key } => {
-            let key = gateway_key_from(&gateway_key)?;
-            let document = read(&file)?;
-            let signed: countersign_core::certificate::SignedRegistry =
-                serde_json::from_slice(&read(&registry)?)
-                    .map_err(|e| local(format!("{}: {e}", registry.display())))?;
-            let registry = signed
-                .verify(&key)
-                .map_err(|e| Failure(5, format!("the registry is not signed by this gateway key: {e}")))?;
-            let policy: countersign_core::Policy = serde_json::from_slice(&read(&policy)?)
-                .map_err(|e| local(format!("{}: {e}", policy.display())))?;
-            let trust = countersign_core::release::Trust { gateway: &key, policy: &policy, registry };
-            let op = countersign_core::release::verify_release(&document, &trust)
-                .map_err(|e| Failure(5, format!("REFUSE the transfer: {e}")))?;
-            ctx.print(format!("OK: {} may be settled", op.id), json!({"verified": true, "operation": op}));
+        Command::VerifyCertificate { file, genesis, authority, registry, policy, gateway_key } => {
+            let trusted = chain::Trusted { genesis, authority, registry, policy, gateway_key };
+            chain::verify_certificate(&ctx, &file, trusted)?;
         }
+        Command::Genesis(cmd) => chain::genesis(&ctx, cmd).await?,
+        Command::Chain { genesis } => chain::chain(&ctx, &genesis).await?,
         Command::Admin(cmd) => admin(&ctx, cmd).await?,
         Command::Audit(AuditCommand::Verify { file, gateway_key }) => {
             let key = gateway_key_from(&gateway_key)?;

@@ -571,3 +571,82 @@ fn help_completions_and_man_page_come_from_the_definition() {
     let man = Command::new(bin).arg("man").output().unwrap();
     assert!(String::from_utf8_lossy(&man.stdout).starts_with(".ie"), "roff");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn founding_people_sign_the_genesis_and_settlement_verifies_from_its_hash() {
+    let gw = Gateway::start_tls(Db::Sqlite).await;
+    let mut people = Vec::new();
+    for id in ["alice", "bob", "carol"] {
+        people.push(enrolled(&gw, id).await);
+    }
+    let admin = [Role::Admin];
+    for id in ["dave", "erin", "frank"] {
+        people.push(enrolled_with(bootstrap_link(&gw, id, &admin, &["admins"]).await, id).await);
+    }
+    let key = gw.api_key("key_cli", KeySpec::default()).await; // owned by bob
+    let hash = countersign_gateway::authority::draft(&gw.state, gw.now()).await.unwrap().hash;
+
+    let people = {
+        let hash = hash.clone();
+        blocking(move || {
+            let out = people[0].run(&["genesis", "show"], "");
+            assert_eq!(out.code, 0, "{out:?}");
+            assert!(
+                out.stdout.contains(&hash[..4]) && out.stdout.contains("waiting for 6 key(s)"),
+                "{out:?}"
+            );
+            // A hash nobody compared is refused before the key is touched.
+            let out = people[0].run(&["genesis", "sign", "--hash", &"ab".repeat(32)], &format!("{PIN}\n"));
+            assert_eq!(out.code, 5, "{out:?}");
+            assert!(out.stderr.contains("do not sign it"), "{out:?}");
+            for (i, p) in people.iter().enumerate() {
+                let out = p.run(&["genesis", "sign", "--hash", &hash], &format!("{PIN}\n"));
+                assert_eq!(out.code, 0, "{out:?}");
+                assert_eq!(out.stdout.contains("SEALED"), i == 5, "{out:?}");
+            }
+            let out = people[0].run(&["chain", "--genesis", &hash], "");
+            assert_eq!(out.code, 0, "{out:?}");
+            assert!(
+                out.stdout.contains("head 0 ") && out.stdout.contains("verified from the pinned genesis"),
+                "{out:?}"
+            );
+            people
+        })
+        .await
+    };
+
+    let id = gw.withdraw(&key, &eth("12.5")).await.op_id();
+    let people = {
+        let id = id.clone();
+        blocking(move || {
+            for p in [&people[0], &people[2]] {
+                assert_eq!(p.run(&["approve", &id], &format!("{PIN}\n")).code, 0);
+            }
+            people
+        })
+        .await
+    };
+
+    // Settlement pins the genesis hash and verifies the release from the chain.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = gw.state.store.ledger().await.unwrap();
+    let doc = dir.path().join("release.json");
+    let entry = ledger.iter().find(|l| l.operation_id == id).unwrap();
+    std::fs::write(&doc, serde_json::to_vec(&entry.certificate).unwrap()).unwrap();
+    let chain = dir.path().join("authority.json");
+    let body = gw.http.get(format!("{}/v1/authority", gw.base)).send().await.unwrap().text().await.unwrap();
+    std::fs::write(&chain, body).unwrap();
+    let gateway_key = data_encoding::BASE64URL_NOPAD.encode(gw.state.keys.verifying_key().as_bytes());
+    let profile = dir.path().join("settlement");
+    let verify = move |pinned: String| {
+        let args = ["verify-certificate", doc.to_str().unwrap(), "--genesis", &pinned, "--authority"];
+        let args = [&args[..], &[chain.to_str().unwrap(), "--gateway-key", &gateway_key]].concat();
+        run_with(&profile, None, &args, "")
+    };
+    let (ok, other) = blocking(move || (verify(hash), verify("cd".repeat(32)))).await;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stdout.contains(&format!("OK: {id} may be settled")), "{ok:?}");
+    assert_eq!(other.code, 5, "{other:?}");
+    assert!(other.stderr.contains("authority.genesis_mismatch"), "{other:?}");
+    drop(people);
+}
