@@ -1,6 +1,8 @@
 //! Demo mode (`--demo`, cargo feature `demo`): an embedded gateway, a trading bot
 //! sending realistic withdrawals, and two approvers on SOFTWARE keys — you (alice,
 //! in this window) and a colleague (carol) who approves a few seconds after you.
+//! The founding people (erin the admin, alice, carol, bob who owns the bot's key)
+//! sign the authority chain's genesis with their software keys at start.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -73,7 +75,17 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
     enroll(&gw, &client, "erin", &[Role::Admin], &["admins"], &erin).await?;
     enroll(&gw, &client, "alice", &[Role::Approver], &["traders"], &alice).await?;
     enroll(&gw, &client, "carol", &[Role::Approver], &["traders"], &carol).await?;
+    // bob owns the bot's API key (so he never approves its withdrawals).
+    let bob = SoftKey::create(&dir.join("bob-softkey.json"), "bob's software key").map_err(fail)?;
+    bob.set_pin(PIN).map_err(fail)?;
+    enroll(&gw, &client, "bob", &[Role::Approver], &["traders"], &bob).await?;
     let bot = Bot::create(&gw, "key_bot1").await.map_err(fail)?;
+    let genesis = found_the_chain(
+        &gw,
+        &client,
+        &[("erin", &erin), ("alice", &alice), ("carol", &carol), ("bob", &bob)],
+    )
+    .await?;
     backlog(&gw, &bot).await?;
 
     eprintln!(
@@ -83,6 +95,7 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
          you      alice, in the window: log in and approve with PIN {PIN}\n\
          carol    your colleague approves 3 s after you\n\
          erin     the demo admin (her software key: erin-softkey.json in the demo directory)\n\
+         genesis  {genesis}: signed by the four SOFTWARE keys; settlement pins it\n\
          stop     close the window (or Ctrl-C here)\n",
         gw.base,
         dir.display()
@@ -106,6 +119,22 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
         key: alice,
         pin: PIN.into(),
     })
+}
+
+/// The founding people of the demo sign the authority chain's genesis with their
+/// SOFTWARE keys (each through the same CTAP2 path as a USB key); returns its hash.
+async fn found_the_chain(
+    gw: &Embedded,
+    client: &Client,
+    founders: &[(&str, &SoftKey)],
+) -> Result<String, Box<dyn std::error::Error>> {
+    let now = countersign_gateway::clock::Clock::now(gw.state.clock.as_ref());
+    let hash = countersign_gateway::authority::draft(&gw.state, now).await.map_err(fail)?.hash;
+    for (id, key) in founders {
+        let session = client.login(id, (*key).clone(), &ceremony()).await.map_err(fail)?;
+        client.sign_genesis(&session, id, &hash, (*key).clone(), &ceremony()).await.map_err(fail)?;
+    }
+    Ok(hash)
 }
 
 /// `COUNTERSIGN_DEMO_BACKLOG=N` (the desktop benchmark): start with N withdrawals

@@ -256,6 +256,7 @@ impl Desktop {
             KeySource::Soft(_) => json!([{ "label": "SOFTWARE KEY (demo)", "software": true }]),
         };
         json!({
+            "authority": self.authority().await,
             "gateway": profile.as_ref().map(|p| p.gateway.clone()),
             "pinnedKey": profile.as_ref().and_then(|p| p.pin.clone()),
             "approver": profile.map(|p| p.approver),
@@ -263,6 +264,29 @@ impl Desktop {
             "softwareKey": !matches!(self.key, KeySource::Usb),
             "keys": keys,
         })
+    }
+
+    /// The gateway's authority chain, verified here from its genesis: the genesis
+    /// hash (people compare it with their admins) and the head. `null` before a
+    /// genesis is sealed.
+    async fn authority(&self) -> Value {
+        let Ok((_, client)) = self.client() else { return Value::Null };
+        match client.authority().await {
+            Ok(doc) => {
+                let genesis = match doc.genesis.genesis.hash() {
+                    Ok(h) => h.to_hex(),
+                    Err(e) => return json!({ "error": e.to_string() }),
+                };
+                match countersign_core::authority::Authority::from_document(&genesis, &doc) {
+                    Ok(chain) => {
+                        json!({ "genesis": genesis, "head": chain.head(), "links": doc.links.len() })
+                    }
+                    Err(e) => json!({ "error": format!("the chain does not verify: {}: {e}", e.code()) }),
+                }
+            }
+            Err(e) if e.code() == "authority.no_genesis" => Value::Null,
+            Err(e) => json!({ "error": e.to_string() }),
+        }
     }
 
     /// Admins: people with their keys, and API keys (no secrets).

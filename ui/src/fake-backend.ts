@@ -203,6 +203,11 @@ export class FakeBackend implements Backend {
       profileDir: "/home/alice/.config/countersign",
       softwareKey: true,
       keys: this.options.keys ?? [{ label: "SOFTWARE KEY (demo)", software: true }],
+      authority: {
+        genesis: "dcd8c2e993209d6dce4699320e0bdc26f2fdccb2c94f9bf078b863627a992180",
+        head: { index: 3, hash: "5b1f0c9e7a3d2e8f4c6b0a19d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9" },
+        links: 3,
+      },
     };
   }
 

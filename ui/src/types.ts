@@ -102,6 +102,8 @@ export interface Settings {
   profileDir: string | null;
   softwareKey: boolean;
   keys: KeyInfo[] | { error: string };
+  /** The authority chain, verified by the app from its genesis; null before genesis. */
+  authority: { genesis: string; head: { index: number; hash: string }; links: number } | { error: string } | null;
 }
 
 export interface ApproverView {

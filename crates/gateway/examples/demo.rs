@@ -1,8 +1,8 @@
 //! The Countersign demo in a terminal: a real gateway (HTTP on 127.0.0.1, SQLite in
 //! a temporary directory), a trading bot signing requests with its API key, and two
 //! approvers deciding with **software** authenticators (demo only) through the same
-//! WebAuthn ceremonies a YubiKey goes through. Settlement then verifies the release
-//! offline.
+//! WebAuthn ceremonies a YubiKey goes through. The founding people sign the genesis
+//! of the authority chain, and settlement verifies the release offline from its hash.
 //!
 //! Run with `./scripts/demo` (or `cargo run -p countersign-gateway --example demo`).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use countersign_core::binding::{ApprovalBinding, client_data_json};
-use countersign_core::certificate::SignedRegistry;
 use countersign_core::operation::Role;
-use countersign_core::release::{Trust, verify_release};
+use countersign_core::release::verify_release_from_genesis;
 use countersign_core::{Decision, canonical};
 use countersign_gateway::clock::SystemClock;
 use countersign_gateway::config::Config;
@@ -63,8 +62,15 @@ async fn main() {
         .replace("enforced = true", "enforced = false");
     let config = Config::from_toml(&example, std::path::Path::new("countersign.example.toml")).unwrap();
     let state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
-    let tokens: Vec<SoftKey> = ["alice", "carol"]
+    let founders: [(&str, Role, &str); 4] = [
+        ("alice", Role::Approver, "traders"),
+        ("carol", Role::Approver, "traders"),
+        ("bob", Role::Approver, "traders"),
+        ("erin", Role::Admin, "admins"),
+    ];
+    let tokens: Vec<SoftKey> = founders
         .iter()
+        .map(|(name, _, _)| name)
         .map(|name| {
             let key = SoftKey::new(&format!("{name}'s software key")).unwrap();
             key.set_pin(DEMO_PIN).unwrap();
@@ -83,11 +89,11 @@ async fn main() {
     let embedded = countersign_gateway::demo::Embedded { state: state.clone(), base: base.clone() };
     let bot = countersign_gateway::demo::Bot::create(&embedded, "key_bot1").await.unwrap();
 
-    say("2. Two approvers enroll their keys with single-use codes, then log in (PIN + touch)");
+    say("2. The founding people enroll their keys with single-use codes, then log in (PIN + touch)");
     let mut people = Vec::new();
-    for (name, token) in ["alice", "carol"].into_iter().zip(tokens) {
-        let roles: BTreeSet<Role> = [Role::Approver].into();
-        let groups = ["traders".parse().unwrap()].into();
+    for ((name, role, group), token) in founders.into_iter().zip(tokens) {
+        let roles: BTreeSet<Role> = [role].into();
+        let groups = [group.parse().unwrap()].into();
         let code = approvers::issue_enrollment_code(
             &state,
             &name.parse().unwrap(),
@@ -131,6 +137,17 @@ async fn main() {
         people.push(Person { name, token, session: session["token"].as_str().unwrap().to_owned() });
     }
 
+    say("2b. Each founding key signs the genesis of the authority chain; settlement pins its hash");
+    let genesis = countersign_gateway::authority::draft(&state, now).await.unwrap().hash;
+    let client = countersign_client::Client::new(&base, None).unwrap();
+    for p in &people {
+        let session = countersign_client::Session::new(p.session.clone());
+        let done =
+            client.sign_genesis(&session, p.name, &genesis, p.token.clone(), &ceremony()).await.unwrap();
+        println!("   {} signed{}", p.name, if done.sealed { ": sealed" } else { "" });
+    }
+    println!("   genesis \x1b[1m{genesis}\x1b[0m");
+
     say("3. The bot withdraws 0.5 ETH ($1,500): below every threshold");
     let dest = "0x8ba1f109551bD432803012645Ac136ddd64DBA72";
     let r = bot.withdraw("ETH", "0.5", dest, "order-1").await.unwrap();
@@ -160,7 +177,7 @@ async fn main() {
     println!("   -> refused: {} — {}", outcome["error"]["code"], outcome["error"]["message"]);
 
     say("6. alice and carol approve what the gateway really holds");
-    for person in people.iter_mut() {
+    for person in people.iter_mut().take(2) {
         let c = challenge(person.session.clone()).await;
         let op = canonical::decode(c["operation"]["canonical"].as_str().unwrap().as_bytes()).unwrap();
         let outcome = sign_and_send(&http, &base, &op_id, person, &c, &op).await;
@@ -168,16 +185,16 @@ async fn main() {
     }
 
     say(
-        "7. Settlement verifies the release offline: gateway signature, registry, policy, both hardware-key signatures",
+        "7. Settlement verifies the release offline from the pinned genesis: the chain, the policy, both key signatures",
     );
     let entry = state.store.ledger().await.unwrap().into_iter().find(|l| l.operation_id == op_id).unwrap();
-    let registry: SignedRegistry =
-        http.get(format!("{base}/v1/registry")).send().await.unwrap().json().await.unwrap();
     let gateway_key = state.keys.verifying_key();
-    let registry = registry.verify(&gateway_key).unwrap().clone();
-    let policy = state.store.current_policy().await.unwrap().unwrap();
-    let trust = Trust { gateway: &gateway_key, policy: &policy, registry: &registry };
-    match verify_release(&serde_json::to_vec(&entry.certificate).unwrap(), &trust) {
+    let authority = client.verified_authority(&genesis).await.unwrap();
+    match verify_release_from_genesis(
+        &serde_json::to_vec(&entry.certificate).unwrap(),
+        &gateway_key,
+        &authority,
+    ) {
         Ok(op) => println!("   -> verified: move {} now", op.id),
         Err(e) => println!("   -> REFUSED: {e}"),
     }
