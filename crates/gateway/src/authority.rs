@@ -8,8 +8,6 @@
 //! refuses to release what the chain does not support: its own tables are not
 //! trusted to say who may approve.
 
-use std::sync::Arc;
-
 use countersign_core::Timestamp;
 use countersign_core::authority::{
     ApiKeyGrant, Authority, AuthorityDocument, GENESIS_NAME, Genesis, Head, Link, Person, RelyingParty,
@@ -25,14 +23,6 @@ use sqlx::AnyConnection;
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::{AuditEvent, GenesisRow, OperationRecord};
-
-/// The verified chain, shared by the handlers of one gateway process.
-#[derive(Debug, Default)]
-pub struct Cache {
-    verified: tokio::sync::Mutex<Option<Authority>>,
-    /// The newest verified head, for the intake path (no lock across awaits).
-    head: std::sync::RwLock<Option<Head>>,
-}
 
 /// The genesis as its signers see it: what it says, who signed, who has yet to.
 #[derive(Debug, Clone, Serialize)]
@@ -370,9 +360,6 @@ pub async fn append_in(
     state.store.insert_link_in(tx, &link, &hash, record.operation.id.as_str(), now).await?;
     Ok(decided_under)
 }
-
-/// Shared with [`AppState`].
-pub type Shared = Arc<Cache>;
 
 /// The checker's rules for the chain (`countersign-gateway check`): the chain
 /// verifies from the pinned genesis, and every active credential, role, group, the

@@ -44,8 +44,16 @@ pub struct AppState {
     pub ceremony_limits: Arc<rate::CeremonyLimits>,
     /// The signed registry, by the audit head it was built at.
     pub registry_cache: Arc<tokio::sync::Mutex<Option<(i64, countersign_core::certificate::SignedRegistry)>>>,
-    /// The authority chain as verified from the pinned genesis.
-    pub authority: crate::authority::Shared,
+    /// The authority chain as verified from the pinned genesis (see `crate::authority`).
+    pub authority: Arc<AuthorityCache>,
+}
+
+/// The verified chain, shared by the handlers of one gateway process.
+#[derive(Debug, Default)]
+pub struct AuthorityCache {
+    pub(crate) verified: tokio::sync::Mutex<Option<countersign_core::authority::Authority>>,
+    /// The newest verified head, for the intake path (no lock across awaits).
+    pub(crate) head: std::sync::RwLock<Option<countersign_core::authority::Head>>,
 }
 
 impl AppState {
