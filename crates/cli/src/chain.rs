@@ -108,7 +108,7 @@ pub struct Trusted {
     pub gateway_key: String,
 }
 
-pub fn verify_certificate(ctx: &Ctx, file: &PathBuf, t: Trusted) -> Outcome {
+pub fn verify_certificate(ctx: &Ctx, file: &std::path::Path, t: Trusted) -> Outcome {
     let key = gateway_key_from(&t.gateway_key)?;
     let document = read(file)?;
     let refuse = |e: countersign_core::release::ReleaseError| {

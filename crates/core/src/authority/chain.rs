@@ -24,7 +24,9 @@ pub struct AuthorityDocument {
 /// It never goes back: a link that differs from one already verified is a fork.
 #[derive(Debug, Clone)]
 pub struct Authority {
-    states: Vec<Arc<State>>,
+    genesis: Arc<State>,
+    /// The state after each link, in order (link n at n - 1).
+    links: Vec<Arc<State>>,
     by_hash: HashMap<String, u64>,
 }
 
@@ -36,7 +38,7 @@ impl Authority {
     pub fn new(pinned: &str, genesis: &SignedGenesis) -> Result<Authority, AuthorityError> {
         let first = State::from_genesis(pinned, genesis)?;
         let by_hash = HashMap::from([(first.head.hash.clone(), 0)]);
-        Ok(Authority { states: vec![Arc::new(first)], by_hash })
+        Ok(Authority { genesis: Arc::new(first), links: Vec::new(), by_hash })
     }
 
     /// Verify a whole document (genesis and links) from the pinned hash.
@@ -59,8 +61,7 @@ impl Authority {
     pub fn extend<'a>(&mut self, links: impl IntoIterator<Item = &'a Link>) -> Result<usize, AuthorityError> {
         let mut added = 0;
         for link in links {
-            let held = usize::try_from(link.index).ok().and_then(|i| self.states.get(i));
-            match held {
+            match self.state(link.index) {
                 Some(state) if link.index > 0 => {
                     if state.head.hash != link.hash()?.to_hex() {
                         return Err(AuthorityError::Fork(link.index));
@@ -69,7 +70,7 @@ impl Authority {
                 _ => {
                     let next = self.latest().apply(link)?;
                     self.by_hash.insert(next.head.hash.clone(), next.head.index);
-                    self.states.push(Arc::new(next));
+                    self.links.push(Arc::new(next));
                     added += 1;
                 }
             }
@@ -80,7 +81,14 @@ impl Authority {
     /// The newest verified state.
     #[must_use]
     pub fn latest(&self) -> &State {
-        self.states.last().expect("the genesis state")
+        self.links.last().unwrap_or(&self.genesis)
+    }
+
+    fn state(&self, index: u64) -> Option<&State> {
+        match index {
+            0 => Some(&self.genesis),
+            n => self.links.get(usize::try_from(n - 1).ok()?).map(AsRef::as_ref),
+        }
     }
 
     /// The newest head.
@@ -92,7 +100,7 @@ impl Authority {
     /// The genesis hash this chain starts from.
     #[must_use]
     pub fn genesis_hash(&self) -> &str {
-        &self.states[0].head.hash
+        &self.genesis.head.hash
     }
 
     /// The state at `head`, if this verifier holds exactly that head.
@@ -105,12 +113,12 @@ impl Authority {
         if index != head.index {
             return Err(unknown());
         }
-        Ok(&self.states[usize::try_from(index).map_err(|_| unknown())?])
+        self.state(index).ok_or_else(unknown)
     }
 
-    /// The links' states in order (index 0 is the genesis).
+    /// The states in order (the genesis first, then after each link).
     pub fn states(&self) -> impl Iterator<Item = &State> {
-        self.states.iter().map(AsRef::as_ref)
+        std::iter::once(self.genesis.as_ref()).chain(self.links.iter().map(AsRef::as_ref))
     }
 
     /// Settlement's rule for an operation released under `head` (the signatures

@@ -33,7 +33,9 @@ pub struct State {
     pub people: BTreeMap<ApproverId, Person>,
     /// People revoked (never enrolled again under the same id).
     pub revoked: BTreeSet<ApproverId>,
-    /// Every policy version so far; the greatest is in force.
+    /// The policy in force.
+    pub policy: Policy,
+    /// Every policy version so far (the one in force included).
     pub policies: BTreeMap<u32, Policy>,
     pub api_keys: BTreeMap<ApiKeyId, ApiKeyGrant>,
     pub allowlist: Vec<AllowlistEntry>,
@@ -103,6 +105,7 @@ impl State {
             rp: g.rp.clone(),
             people,
             revoked: BTreeSet::new(),
+            policy: g.policy.clone(),
             policies: BTreeMap::from([(g.policy.version, g.policy.clone())]),
             api_keys,
             allowlist: g.allowlist.clone(),
@@ -113,8 +116,7 @@ impl State {
     /// The policy in force.
     #[must_use]
     pub fn policy(&self) -> &Policy {
-        // from_genesis inserts one; versions only ever grow.
-        self.policies.values().next_back().expect("the genesis policy")
+        &self.policy
     }
 
     /// The approver registry of this state (people with at least one key), for
@@ -308,6 +310,7 @@ impl State {
                     )));
                 }
                 self.policies.insert(next, p.policy.clone());
+                self.policy = p.policy.clone();
             }
             Action::AllowlistAdd(a) => {
                 let listed = self.allowlist.iter().any(|e| {
@@ -345,9 +348,10 @@ impl State {
 
 /// The genesis's own consistency, before any signature: version, relying party,
 /// policy, people and keys each once, an admin, API keys owned by listed people.
-fn structure(
-    g: &super::Genesis,
-) -> Result<(BTreeMap<ApproverId, Person>, BTreeMap<ApiKeyId, ApiKeyGrant>), AuthorityError> {
+/// People and API keys by id.
+type Founded = (BTreeMap<ApproverId, Person>, BTreeMap<ApiKeyId, ApiKeyGrant>);
+
+fn structure(g: &super::Genesis) -> Result<Founded, AuthorityError> {
     if g.version != 1 {
         return Err(AuthorityError::Version(g.version));
     }

@@ -34,8 +34,12 @@ pub(crate) struct After {
 }
 
 /// `GET /v1/authority/links?after=N`: the links after a head the caller holds.
-pub(crate) async fn links(State(state): State<AppState>, Query(q): Query<After>) -> Response {
+pub(crate) async fn links(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<After>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let r = async {
+        let Query(q) = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?;
         if state.store.genesis().await?.and_then(|g| g.sealed_at).is_none() {
             return Err(no_genesis());
         }
