@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Recompute every Countersign test vector from docs/protocol.md alone.
 
-Checks each operation vector (canonical bytes, digest, fingerprint, binding) and
-each refused input in decode-errors.json (the envelope checks, steps 1-4).
+Checks each operation vector (canonical bytes, digest, fingerprint, binding), each
+refused input in decode-errors.json (the envelope checks, steps 1-4), and, through
+verify_authority.py, the authority chain of authority.json and a release verified
+from its pinned genesis with real ES256 and Ed25519 signatures.
 
 An independent implementation (Python standard library only) of the canonical
 form, digest, fingerprint and approval binding. It shares no code with the Rust
@@ -123,7 +125,7 @@ def _one_spelling(value):
 def main():
     failures = 0
     files = sorted(p for p in HERE.glob("*.json")
-                   if p.name not in ("decode-errors.json", "certificate.json", "piv.json", "reason.json"))
+                   if p.name not in ("decode-errors.json", "certificate.json", "piv.json", "reason.json", "authority.json"))
     for path in files:
         v = json.loads(path.read_text(encoding="utf-8"))
         canonical = jcs(v["operation"])
@@ -192,7 +194,11 @@ def main():
             print(f"FAIL decode-errors.json {case['name']!r}: expected {want}, got {got}")
     print(f"ok   decode-errors.json: {len(errors)} inputs a decoder must refuse")
     print(f"{passed} passed, {failures} failed")
-    return 1 if failures or not files else 0
+    # The authority chain and a release verified from the pinned genesis (§15):
+    # ES256 and Ed25519 in verify_authority.py, standard library only.
+    import verify_authority
+    chain_failed = verify_authority.main()
+    return 1 if failures or chain_failed or not files else 0
 
 
 if __name__ == "__main__":

@@ -348,3 +348,49 @@ fn heads_and_links_round_trip_through_json() {
     assert_eq!(verified.genesis_hash(), pinned());
     let _: Timestamp = verified.latest().applied_at;
 }
+
+/// docs/vectors/authority.json: a genesis signed by its six keys, a link enrolling
+/// gina approved by two admins, and a release approved by alice and gina under that
+/// link, all with real ES256 signatures (deterministic RFC 6979) and a real Ed25519
+/// gateway signature; plus inputs a verifier must refuse, each with its code.
+/// `verify.py` checks it independently. Bless with COUNTERSIGN_BLESS_VECTORS=1.
+#[test]
+fn the_published_authority_vector_verifies() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/vectors/authority.json");
+    let mut a = authority();
+    let genesis_head = a.head().clone();
+    let l1 = link(&genesis_head, &enroll_gina(), &["erin", "frank"]);
+    a.extend([&l1]).unwrap();
+    let doc = AuthorityDocument { genesis: signed(genesis()), links: vec![l1] };
+    let released = release(&large(), a.head(), &["alice", "gina"]);
+    let value = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
+
+    let weak = link(&genesis_head, &enroll_gina(), &["erin"]);
+    let mut unsigned = signed(genesis());
+    unsigned.signatures.retain(|s| s.approver.as_str() != "erin");
+    let stranger = release(&large(), a.head(), &["alice", "mallory"]);
+    let expected = serde_json::json!({
+        "description": "A genesis (traders alice, bob, carol; admins dave, erin, frank; policy fixture version 7, admin quorum 2 of admins; API key key_mm1 owned by bob) signed by its six keys; link 1 enrols gina (a trader), proposed by dave and approved by erin and frank; a $37,655.875 withdrawal from key_mm1 approved by alice and gina under head 1.",
+        "pinned_genesis": pinned(),
+        "gateway_key": BASE64URL_NOPAD.encode(gateway_key().verifying_key().as_bytes()),
+        "authority": doc,
+        "release": value(&released),
+        "expected": {"head": a.head(), "operation_id": large().id, "approvers": ["alice", "gina"]},
+        "refused": [
+            {"name": "link 1 approved by one admin", "link": weak, "code": "authority.quorum_not_met"},
+            {"name": "the genesis without erin's signature", "genesis": unsigned, "code": "authority.genesis_unsigned"},
+            {"name": "a release approved by a key the chain never produced", "release": value(&stranger), "code": "certificate.unknown_credential"},
+        ],
+    });
+    // What the vector claims holds here too.
+    assert_eq!(settle(&released, &a).unwrap(), large());
+    assert_eq!(extend(&mut authority(), &weak), "authority.quorum_not_met");
+    assert_eq!(Authority::new(&pinned(), &unsigned).unwrap_err().code(), "authority.genesis_unsigned");
+    assert_eq!(settle(&stranger, &a), Err("certificate.unknown_credential"));
+    if std::env::var_os("COUNTERSIGN_BLESS_VECTORS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
+        return;
+    }
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(file, expected, "docs/vectors/authority.json differs from the code");
+}
