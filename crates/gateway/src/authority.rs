@@ -159,7 +159,7 @@ pub async fn reset(state: &AppState, now: Timestamp) -> Result<bool> {
 /// draft is checked against the tables once more and sealed.
 ///
 /// # Errors
-/// `authority.no_genesis` (404), `authority.sealed` (409), `authority.not_listed`
+/// `authority.no_genesis` (409), `authority.sealed` (409), `authority.not_listed`
 /// (403), `authority.genesis_signature` (400), `authority.genesis_stale` (409).
 pub async fn sign(
     state: &AppState,
@@ -170,13 +170,11 @@ pub async fn sign(
     signature.approver = who.clone();
     // Compare-and-set on the stored signatures: two signers at once both land.
     for _ in 0..5 {
-        let row = state.store.genesis().await?.ok_or_else(|| {
-            Error::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "authority.no_genesis",
-                "no genesis has been drafted",
-            )
-        })?;
+        let row = state
+            .store
+            .genesis()
+            .await?
+            .ok_or_else(|| conflict("authority.no_genesis", "no genesis has been drafted"))?;
         if row.sealed_at.is_some() {
             return Err(conflict("authority.sealed", "the genesis is already sealed"));
         }

@@ -2,7 +2,6 @@
 //! (public), and the founding people's signatures on the genesis (a session).
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use countersign_core::certificate::CertifiedApproval;
 use serde::Deserialize;
@@ -14,7 +13,7 @@ use crate::{AppState, authority};
 use super::{ApproverSession, JsonBody, body, respond};
 
 fn no_genesis() -> Error {
-    Error::new(StatusCode::NOT_FOUND, "authority.no_genesis", "this gateway has no sealed genesis yet")
+    Error::conflict("authority.no_genesis", "this gateway has no sealed genesis yet")
 }
 
 /// `GET /v1/authority`: the signed genesis and every link.
