@@ -201,7 +201,7 @@ describe("Countersign Desktop UI", () => {
     expect(settings.textContent).toContain("SOFTWARE KEY");
     expect(settings.textContent).toContain("5 minutes");
     // The authority chain: the genesis in groups of four, and the head.
-    expect(q("authority")!.textContent).toContain("Genesis dcd8 c2e9 9320");
+    expect(q("authority")!.textContent).toContain("Genesisdcd8 c2e9 9320");
     expect(q("authority")!.textContent).toContain("Head: link 3 of 3");
   });
 

@@ -35,8 +35,13 @@ function authority(a: Settings["authority"]): Node {
   return h(
     "div",
     { "data-testid": "authority" },
-    h("div", {}, "Genesis ", h("code", { class: "fingerprint" }, grouped(a.genesis))),
-    h("div", {}, `Head: link ${a.head.index} of ${a.links}, `, h("code", {}, grouped(a.head.hash.slice(0, 16)))),
+    h("div", {}, "Genesis", h("code", { class: "genesis" }, grouped(a.genesis))),
+    h(
+      "div",
+      {},
+      a.head.index === 0 ? "Head: the genesis (no change of authority yet)" : `Head: link ${a.head.index} of ${a.links}, `,
+      a.head.index === 0 ? "" : h("code", {}, grouped(a.head.hash.slice(0, 16))),
+    ),
     h("p", { class: "muted" }, "Verified by this app from the genesis. Compare the genesis with your admins: it is what settlement pins."),
   );
 }
