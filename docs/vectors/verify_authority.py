@@ -293,8 +293,18 @@ def apply_link(state, link):
         ok = approved(state["policy"]["admin_quorum"], roster, seen & set(roster))
     if not ok:
         raise Refused("authority.quorum_not_met")
-    nxt = copy.deepcopy(state)
     details = op["action"]["details"]
+    # A further key for someone who holds keys needs their own approval with one of them.
+    holder = state["people"].get(details["approver"]) if op["action"]["kind"] == "approver_enroll" else None
+    consent = link.get("consent")
+    if holder and holder["keys"]:
+        key = next((k for k in holder["keys"] if consent and k["credential_id"] == consent["credential_id"]), None)
+        if key is None or consent["approver"] != holder["id"]:
+            raise Refused("authority.consent_missing")
+        check_assertion(consent, key, state["rp"], lambda m: binds(op["id"], d, m), lambda c: f"authority.{c}")
+    elif consent is not None:
+        raise Refused("authority.bad_change")
+    nxt = copy.deepcopy(state)
     if op["action"]["kind"] == "approver_enroll":
         pk = link.get("public_key") or ""
         if hashlib.sha256(unb64(pk)).hexdigest() != details["credential"]["public_key_sha256"]:

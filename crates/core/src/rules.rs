@@ -60,7 +60,11 @@ pub fn may_decide(
     now: Timestamp,
 ) -> Result<(), NotDecidable> {
     let role = deciding_role(op);
-    if !roles.contains(&role) {
+    // The person a further key is for decides on it as their consent, whatever their
+    // role: never counted towards the quorum, but the authority chain needs it
+    // (`crate::authority`) before the key can count.
+    let consenting = matches!(&op.action, Action::ApproverEnroll(e) if &e.approver == person);
+    if !consenting && !roles.contains(&role) {
         return Err(NotDecidable::WrongRole(role));
     }
     if !pending {
@@ -72,7 +76,7 @@ pub fn may_decide(
     if op.initiator.responsible_person() == person {
         return Err(NotDecidable::Initiator);
     }
-    if subject(op) == Some(person) {
+    if subject(op) == Some(person) && !consenting {
         return Err(NotDecidable::Subject);
     }
     Ok(())

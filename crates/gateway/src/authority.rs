@@ -314,6 +314,14 @@ pub async fn document(state: &AppState) -> Result<Option<AuthorityDocument>> {
     Ok(Some(AuthorityDocument { genesis: row.signed, links: state.store.links_after(0).await? }))
 }
 
+/// What a link carries besides the operation: the counted approvals, and for a
+/// further key of a person who holds keys, that person's own approval.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    pub approvals: &'a [CertifiedApproval],
+    pub consent: Option<&'a CertifiedApproval>,
+}
+
 /// Append the link for an administrative operation being released, in the
 /// releasing transaction: `authority` is the chain verified before the transaction
 /// began; links another instance appended meanwhile are read inside it. Returns the
@@ -327,7 +335,7 @@ pub async fn append_in(
     tx: &mut AnyConnection,
     authority: &mut Authority,
     record: &OperationRecord,
-    approvals: &[CertifiedApproval],
+    evidence: Evidence<'_>,
     now: Timestamp,
 ) -> Result<Head> {
     let newest = state.store.lock_authority_in(tx).await?;
@@ -336,20 +344,23 @@ pub async fn append_in(
         authority.extend(&links).map_err(refused)?;
     }
     let decided_under = authority.head().clone();
-    let public_key = match &record.operation.action {
-        Action::ApproverEnroll(e) => {
-            state.store.credential_public_key_in(tx, &e.credential.credential_id).await?
-        }
-        _ => None,
+    let (public_key, holder) = match &record.operation.action {
+        Action::ApproverEnroll(e) => (
+            state.store.credential_public_key_in(tx, &e.credential.credential_id).await?,
+            authority.latest().people.get(&e.approver).is_some_and(|p| !p.keys.is_empty()),
+        ),
+        _ => (None, false),
     };
     let link = Link {
         index: decided_under.index + 1,
         prev: decided_under.hash.clone(),
         operation: String::from_utf8(countersign_core::canonical::encode(&record.operation)?)
             .map_err(Error::internal)?,
-        approvals: approvals.to_vec(),
+        approvals: evidence.approvals.to_vec(),
         applied_at: now.max(authority.latest().applied_at),
         public_key,
+        // Only a person who holds keys consents (the chain refuses it otherwise).
+        consent: evidence.consent.filter(|_| holder).cloned(),
     };
     authority.extend([&link]).map_err(|e| {
         conflict("authority.link_refused", format!("the authority chain does not accept this change: {e}"))

@@ -6,7 +6,7 @@
 //! genesis = {version, rp, people, policy, api_keys, allowlist, created_at}
 //!           signed by EVERY key it lists (the founding people prove each key)
 //! link n  = {index n, prev: hash(link n-1 or genesis), operation (canonical), approvals,
-//!            applied_at, public_key (enrolments)}
+//!            applied_at, public_key (enrolments), consent (a further key: the person's own)}
 //!           approved under the state before it: the admin quorum of that state's policy
 //!           (a revocation: any one admin), each approval an ordinary assertion over the
 //!           operation ([`crate::binding`])
@@ -142,6 +142,10 @@ pub struct Link {
     /// For an enrolment: the key, base64url SEC1 point, whose SHA-256 the operation names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// For a further key of a person who holds keys: their own approval of the same
+    /// operation with one of those keys (nobody adds a key to someone else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<CertifiedApproval>,
 }
 
 /// A position in the chain: index 0 is the genesis.
@@ -264,6 +268,14 @@ pub enum AuthorityError {
         /// The tally.
         detail: String,
     },
+    /// A further key for a person who holds keys, without their key's consent.
+    #[error("link {index}: a further key for {approver} needs their consent with a key they hold")]
+    ConsentMissing {
+        /// Link index.
+        index: u64,
+        /// Whose key.
+        approver: String,
+    },
     /// The change cannot apply to the state before it.
     #[error("link {index}: {problem}")]
     BadChange {
@@ -328,6 +340,7 @@ impl AuthorityError {
                 _ => "authority.bad_approval",
             },
             Self::QuorumNotMet { .. } => "authority.quorum_not_met",
+            Self::ConsentMissing { .. } => "authority.consent_missing",
             Self::BadChange { .. } => "authority.bad_change",
             Self::UnknownHead { .. } => "authority.unknown_head",
             Self::Missing => "authority.missing",

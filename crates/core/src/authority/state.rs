@@ -173,6 +173,7 @@ impl State {
             });
         }
         self.check_approvals(index, &op, &link.approvals, link.applied_at)?;
+        self.check_consent(index, &op, link.consent.as_ref())?;
         let mut next = self.clone();
         next.change(index, &op, link.public_key.as_deref())?;
         next.head = Head { index, hash: link.hash()?.to_hex() };
@@ -234,6 +235,39 @@ impl State {
         match tally(&self.policy().admin_quorum, responsible, &roster, &decisions, op.expires_at, at) {
             Tally::Approved { .. } => Ok(()),
             other => Err(AuthorityError::QuorumNotMet { index, detail: format!("{other:?}") }),
+        }
+    }
+
+    /// A further key for someone who holds keys needs their approval with one of
+    /// them: an admin quorum cannot give a person a key they do not know about (nor
+    /// an admin a second identity). Nothing else carries a consent.
+    fn check_consent(
+        &self,
+        index: u64,
+        op: &Operation,
+        consent: Option<&CertifiedApproval>,
+    ) -> Result<(), AuthorityError> {
+        let holder = match &op.action {
+            Action::ApproverEnroll(e) => self.people.get(&e.approver).filter(|p| !p.keys.is_empty()),
+            _ => None,
+        };
+        match (holder, consent) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(AuthorityError::BadChange {
+                index,
+                problem: "a consent comes only with a further key of a person who holds keys".into(),
+            }),
+            (Some(p), None) => Err(AuthorityError::ConsentMissing { index, approver: p.id.to_string() }),
+            (Some(p), Some(c)) => {
+                let key =
+                    p.keys.iter().find(|k| k.credential_id == c.credential_id).filter(|_| c.approver == p.id);
+                let Some(key) = key else {
+                    return Err(AuthorityError::ConsentMissing { index, approver: p.id.to_string() });
+                };
+                verify_assertion(0, c, key, &self.registry(), op, Decision::Approve)
+                    .map(|_| ())
+                    .map_err(|source| AuthorityError::Approval { index, source })
+            }
         }
     }
 

@@ -90,25 +90,30 @@ fn admin_op(n: u8, proposer: &str, action: Action) -> Operation {
     }
 }
 
-fn enroll_gina() -> Operation {
+/// An enrolment of the key `cred-<key>` (the P-256 key seeded with `key`) for `who`.
+fn enroll(n: u8, who: &str, key: &str) -> Operation {
     admin_op(
-        1,
+        n,
         "dave",
         Action::ApproverEnroll(ApproverEnroll {
-            approver: id("gina"),
-            display_name: "GINA".into(),
+            approver: id(who),
+            display_name: who.to_uppercase(),
             roles: BTreeSet::from([Role::Approver]),
             groups: BTreeSet::from([id("traders")]),
             credential: CredentialSummary {
-                credential_id: "cred-gina".into(),
+                credential_id: format!("cred-{key}"),
                 key_kind: KeyKind::Fido2,
                 aaguid: None,
                 public_key_sha256: HEXLOWER
-                    .encode(&Sha256::digest(BASE64URL_NOPAD.decode(sec1("gina").as_bytes()).unwrap())),
+                    .encode(&Sha256::digest(BASE64URL_NOPAD.decode(sec1(key).as_bytes()).unwrap())),
                 label: "blue key".into(),
             },
         }),
     )
+}
+
+fn enroll_gina() -> Operation {
+    enroll(1, "gina", "gina")
 }
 
 fn revoke(n: u8, proposer: &str, who: &str) -> Operation {
@@ -130,8 +135,21 @@ fn link(prev: &Head, op: &Operation, by: &[&str]) -> Link {
         operation: String::from_utf8(canonical::encode(op).unwrap()).unwrap(),
         approvals: by.iter().map(|w| approve(op, w)).collect(),
         applied_at: now().plus_seconds(30),
-        public_key: matches!(op.action, Action::ApproverEnroll(_)).then(|| sec1("gina")),
+        public_key: match &op.action {
+            Action::ApproverEnroll(e) => Some(sec1(e.credential.credential_id.trim_start_matches("cred-"))),
+            _ => None,
+        },
+        consent: None,
     }
+}
+
+/// A signature by `who` with the key seeded by `key`, approving `op`.
+fn approve_with(op: &Operation, who: &str, key: &str) -> CertifiedApproval {
+    let binding = ApprovalBinding::with_reason(op, Decision::Approve, None).unwrap();
+    let cdj = client_data_json("Y2hhbGxlbmdl", ORIGIN, &binding).unwrap();
+    let mut signed = sign_parts(key, &format!("cred-{key}"), &auth_data(RP, 0x05, 3), &cdj);
+    signed.approver = id(who);
+    signed
 }
 
 fn authority() -> Authority {
@@ -235,6 +253,36 @@ fn an_enrolment_needs_the_admin_quorum_in_force_before_it() {
         settle(&release(&large(), &genesis_head, &["alice", "gina"]), &a),
         Err("certificate.unknown_credential")
     );
+}
+
+#[test]
+fn a_further_key_needs_its_persons_consent_with_a_key_they_hold() {
+    let head = authority().head().clone();
+    // Admins give carol a key she never saw (or an admin a second identity as carol).
+    let second = enroll(6, "carol", "carol2");
+    let without = link(&head, &second, &["erin", "frank"]);
+    assert_eq!(extend(&mut authority(), &without), "authority.consent_missing");
+    // Signed by the new key itself, or by someone else's key: not her consent.
+    let mut by_new_key = without.clone();
+    by_new_key.consent = Some(approve_with(&second, "carol", "carol2"));
+    assert_eq!(extend(&mut authority(), &by_new_key), "authority.consent_missing");
+    let mut by_admin = without.clone();
+    by_admin.consent = Some(approve_with(&second, "carol", "erin"));
+    assert_eq!(extend(&mut authority(), &by_admin), "authority.consent_missing");
+    // Her own key over another operation.
+    let mut elsewhere = without.clone();
+    elsewhere.consent = Some(approve(&enroll_gina(), "carol"));
+    assert_eq!(extend(&mut authority(), &elsewhere), "authority.binding");
+    // With her consent: she holds both keys.
+    let mut consented = without;
+    consented.consent = Some(approve(&second, "carol"));
+    let mut a = authority();
+    a.extend([&consented]).unwrap();
+    assert_eq!(a.latest().people[&id::<countersign_core::id::ApproverId>("carol")].keys.len(), 2);
+    // A new person has no key to consent with, and needs none; a consent there is refused.
+    let mut stray = link(&head, &enroll_gina(), &["erin", "frank"]);
+    stray.consent = Some(approve(&enroll_gina(), "carol"));
+    assert_eq!(extend(&mut authority(), &stray), "authority.bad_change");
 }
 
 #[test]
@@ -369,6 +417,7 @@ fn the_published_authority_vector_verifies() {
     let mut unsigned = signed(genesis());
     unsigned.signatures.retain(|s| s.approver.as_str() != "erin");
     let stranger = release(&large(), a.head(), &["alice", "mallory"]);
+    let unconsented = link(&genesis_head, &enroll(6, "carol", "carol2"), &["erin", "frank"]);
     let expected = serde_json::json!({
         "description": "A genesis (traders alice, bob, carol; admins dave, erin, frank; policy fixture version 7, admin quorum 2 of admins; API key key_mm1 owned by bob) signed by its six keys; link 1 enrols gina (a trader), proposed by dave and approved by erin and frank; a $37,655.875 withdrawal from key_mm1 approved by alice and gina under head 1.",
         "pinned_genesis": pinned(),
@@ -380,6 +429,7 @@ fn the_published_authority_vector_verifies() {
             {"name": "link 1 approved by one admin", "link": weak, "code": "authority.quorum_not_met"},
             {"name": "the genesis without erin's signature", "genesis": unsigned, "code": "authority.genesis_unsigned"},
             {"name": "a release approved by a key the chain never produced", "release": value(&stranger), "code": "certificate.unknown_credential"},
+            {"name": "link 1 gives carol a further key without her consent", "link": unconsented, "code": "authority.consent_missing"},
         ],
     });
     // What the vector claims holds here too.
@@ -387,10 +437,34 @@ fn the_published_authority_vector_verifies() {
     assert_eq!(extend(&mut authority(), &weak), "authority.quorum_not_met");
     assert_eq!(Authority::new(&pinned(), &unsigned).unwrap_err().code(), "authority.genesis_unsigned");
     assert_eq!(settle(&stranger, &a), Err("certificate.unknown_credential"));
+    assert_eq!(extend(&mut authority(), &unconsented), "authority.consent_missing");
     if std::env::var_os("COUNTERSIGN_BLESS_VECTORS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
         return;
     }
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(file, expected, "docs/vectors/authority.json differs from the code");
+}
+
+#[test]
+fn the_person_a_further_key_is_for_may_decide_it_as_consent_but_not_a_revocation_about_them() {
+    use countersign_core::rules::{NotDecidable, may_decide};
+    let trader = BTreeSet::from([Role::Approver]);
+    let second = enroll(6, "carol", "carol2");
+    assert_eq!(may_decide(&id("carol"), &trader, &second, true, now()), Ok(()));
+    // Still not once it is decided or expired, and nobody else without the admin role.
+    assert_eq!(may_decide(&id("carol"), &trader, &second, false, now()), Err(NotDecidable::NotPending));
+    assert_eq!(
+        may_decide(&id("carol"), &trader, &second, true, second.expires_at),
+        Err(NotDecidable::Expired)
+    );
+    assert_eq!(
+        may_decide(&id("alice"), &trader, &second, true, now()),
+        Err(NotDecidable::WrongRole(Role::Admin))
+    );
+    let admin = BTreeSet::from([Role::Admin]);
+    assert_eq!(
+        may_decide(&id("carol"), &admin, &revoke(7, "dave", "carol"), true, now()),
+        Err(NotDecidable::Subject)
+    );
 }

@@ -26,6 +26,12 @@ use super::{
 /// quorum, released or denied at once, is shown to everyone with that role).
 #[must_use]
 pub fn may_see(who: &Approver, record: &OperationRecord) -> bool {
+    // A further key for them: they see it, and approve it as their consent.
+    if let countersign_core::Action::ApproverEnroll(e) = &record.operation.action
+        && e.approver == who.id
+    {
+        return true;
+    }
     let role = countersign_core::certificate::deciding_role(&record.operation);
     if !who.roles.contains(&role) {
         return false;
@@ -227,8 +233,11 @@ pub(super) async fn settle(
         };
     let role = countersign_core::certificate::deciding_role(&record.operation);
     let (_, people) = roster(state).await?;
+    let about = countersign_core::rules::subject(&record.operation);
     let mut roster = Roster::new();
-    for p in people.iter().filter(|p| p.roles.contains(&role)) {
+    // The person an operation is about never counts towards it (their approval of a
+    // further key of theirs is their consent, carried in the link).
+    for p in people.iter().filter(|p| p.roles.contains(&role) && Some(&p.id) != about) {
         roster.add(p.id.clone(), p.groups.iter().cloned());
     }
     let op = &record.operation;
@@ -239,8 +248,15 @@ pub(super) async fn settle(
     let current = state.store.lock_operation(&mut tx, op.id.as_str()).await?;
     let mut decisions = Vec::new();
     let mut approvals = Vec::new();
+    let mut consent = None;
     for d in state.store.decisions_with_keys_in(&mut tx, op.id.as_str()).await? {
         if !countersign_core::rules::counts(d.decision, d.key_status.as_deref() == Some("active")) {
+            continue;
+        }
+        if Some(&d.approver) == about {
+            if d.decision == Decision::Approve {
+                consent = Some(d.signed);
+            }
             continue;
         }
         decisions.push(CountedDecision { approver: d.approver, decision: d.decision });
@@ -261,7 +277,9 @@ pub(super) async fn settle(
             let withdrawal = op.withdrawal().is_some();
             let head = match authority.as_mut() {
                 Some(chain) if !withdrawal => {
-                    Some(crate::authority::append_in(state, &mut tx, chain, record, &approvals, now).await?)
+                    let evidence =
+                        crate::authority::Evidence { approvals: &approvals, consent: consent.as_ref() };
+                    Some(crate::authority::append_in(state, &mut tx, chain, record, evidence, now).await?)
                 }
                 Some(chain) => Some(chain.head().clone()),
                 None => None,

@@ -129,6 +129,33 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
     assert_eq!(settlement.latest().people[&"gina".parse().unwrap()].keys.len(), 1);
     assert!(violations(&gw).await.is_empty(), "{:?}", violations(&gw).await);
 
+    // Attack: an admin gives himself a second identity, a key "for" carol. Two other
+    // admins approve, but the chain needs carol's own key: nothing is released.
+    let mine = soft_key();
+    let enrolled = invited(&dave, "carol", mine.clone()).await;
+    assert_eq!(enrolled.status, "pending_approval");
+    let pending = erin.client.pending(&erin.session).await.unwrap();
+    let second = pending.iter().find(|o| o.operation.kind() == OperationKind::ApproverEnroll).unwrap();
+    let second = second.operation.id.to_string();
+    approve(&erin, &second).await;
+    let challenge = frank.client.challenge(&frank.session, &second, Decision::Approve).await.unwrap();
+    let err =
+        frank.client.sign_decision(&frank.session, challenge, None, frank.key.clone(), &ceremony()).await;
+    let err = err.unwrap_err();
+    assert_eq!(err.code(), "authority.link_refused", "{err:?}");
+    assert!(err.to_string().contains("consent"), "{err}");
+    assert_eq!(gw.state.store.operation(&second).await.unwrap().unwrap().state.as_str(), "pending");
+    // carol sees it, and her consent (with the key she holds) releases it; her
+    // approval is not counted towards the admin quorum.
+    let hers = carol.client.pending(&carol.session).await.unwrap();
+    assert!(hers.iter().any(|o| o.operation.id.to_string() == second));
+    assert_eq!(approve(&carol, &second).await["state"], "released");
+    let doc = alice.client.authority().await.unwrap();
+    assert_eq!(settlement.extend(&doc.links).unwrap(), 1);
+    assert_eq!(doc.links[1].consent.as_ref().unwrap().approver.as_str(), "carol");
+    assert_eq!(settlement.latest().people[&"carol".parse().unwrap()].keys.len(), 2);
+    assert!(violations(&gw).await.is_empty(), "{:?}", violations(&gw).await);
+
     // Attack: a key row for carol written by SQL (here a stranger's enrolled key,
     // moved to carol and activated). The gateway's tables now let it log in as
     // carol and approve; the gateway refuses to release, settlement would refuse
