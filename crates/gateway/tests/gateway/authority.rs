@@ -220,6 +220,24 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
         .unwrap();
     let found = violations(&gw).await;
     assert!(found.contains(&("authority.person".into(), "alice".into())), "{found:?}");
+
+    // Attack: link 1 rewritten in the database with one admin's approval only (as if
+    // the gateway had applied gina's enrolment on erin's word alone). A fresh
+    // verifier refuses the chain, one that held link 1 sees a rewritten history, and
+    // the checker names it.
+    let mut rewritten = doc.links[0].clone();
+    rewritten.approvals.truncate(1);
+    sqlx::query("UPDATE authority_links SET link = $1 WHERE idx = 1")
+        .bind(serde_json::to_string(&rewritten).unwrap())
+        .execute(gw.state.store.pool())
+        .await
+        .unwrap();
+    let served = alice.client.authority().await.unwrap();
+    let fresh = countersign_core::authority::Authority::from_document(&hash, &served);
+    assert_eq!(fresh.unwrap_err().code(), "authority.quorum_not_met");
+    assert_eq!(settlement.extend(&served.links).unwrap_err().code(), "authority.fork");
+    let found = violations(&gw).await;
+    assert!(found.contains(&("authority.chain".into(), "authority.quorum_not_met".into())), "{found:?}");
 }
 
 async fn carol_key_id(gw: &Gateway) -> String {
