@@ -284,9 +284,31 @@ impl Desktop {
                     Err(e) => json!({ "error": format!("the chain does not verify: {}: {e}", e.code()) }),
                 }
             }
-            Err(e) if e.code() == "authority.no_genesis" => Value::Null,
+            Err(e) if e.code() == "authority.no_genesis" => match client.genesis().await {
+                // A draft waiting for the founding keys: show its hash (computed here)
+                // and whether this person's key is among those still to sign.
+                Ok(draft) => {
+                    let me =
+                        self.enrolled.lock().ok().and_then(|e| e.as_ref().map(|(p, _)| p.approver.clone()));
+                    let yours = draft.missing.iter().any(|(who, _)| Some(who) == me.as_ref());
+                    let missing: Vec<&str> = draft.missing.iter().map(|(who, _)| who.as_str()).collect();
+                    json!({ "draft": { "hash": draft.hash, "missing": missing, "yours": yours } })
+                }
+                Err(_) => Value::Null,
+            },
             Err(e) => json!({ "error": e.to_string() }),
         }
+    }
+
+    /// A founding person signs the genesis draft with their key, only if it hashes
+    /// to `hash` (the value they compared with the others out of band).
+    pub async fn sign_genesis(&self, hash: &str) -> Result<Value, AppError> {
+        let (profile, client) = self.client()?;
+        let session = self.session().await?;
+        let done = client
+            .sign_genesis(&session, &profile.approver, hash, self.key().await?, &self.ceremony())
+            .await?;
+        Ok(json!({ "sealed": done.sealed, "missing": done.missing.len() }))
     }
 
     /// Admins: people with their keys, and API keys (no secrets).

@@ -120,6 +120,11 @@ async fn freeze(d: State<'_, Desktop>, reason: String) -> Result<bool, AppError>
     d.freeze(&reason).await
 }
 
+#[tauri::command]
+async fn sign_genesis(d: State<'_, Desktop>, hash: String) -> Result<Value, AppError> {
+    d.sign_genesis(&hash).await
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -199,7 +204,8 @@ fn main() {
             admin_revoke_api_key,
             policy,
             admin_propose,
-            freeze
+            freeze,
+            sign_genesis
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

@@ -80,6 +80,10 @@ try {
   await click(await find("tab-settings"));
   const settings = await until("settings", () => find("settings"));
   if (!(await text(settings)).includes("SOFTWARE KEY")) throw new Error("settings do not name the software key");
+  // The demo's founding people signed the genesis: the app verified the chain itself.
+  const chain = await until("authority", () => find("authority"));
+  if (!/Genesis\s*[0-9a-f]{4} [0-9a-f]{4}/.test(await text(chain))) throw new Error(`authority: ${await text(chain)}`);
+  log("settings show the genesis the app verified");
   await shot("desktop-settings.png");
 
   // Secrets stay out of the webview: after logging in and approving, no PIN in its

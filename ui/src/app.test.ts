@@ -205,6 +205,29 @@ describe("Countersign Desktop UI", () => {
     expect(q("authority")!.textContent).toContain("Head: link 3 of 3");
   });
 
+  test("a founding person signs the genesis only after typing the hash they compared", async () => {
+    const backend = new FakeBackend({ genesisDraft: true });
+    await loggedIn(backend);
+    q("tab-settings")!.click();
+    const draft = await until(() => q("genesis-draft"), "genesis draft");
+    expect(draft.textContent).toContain("51ed eed8 ba79");
+    expect(draft.textContent).toContain("Waiting for: alice, bob");
+    // A hash nobody compared: refused before the key is touched.
+    (q("genesis-hash") as HTMLInputElement).value = "ab".repeat(32);
+    q("sign-genesis")!.click();
+    expect((await until(() => q("dialog-error"), "error")).textContent).toContain("do not sign it");
+    expect(backend.genesisSigned).toBe(false);
+    q("dialog-close")!.click();
+    (q("genesis-hash") as HTMLInputElement).value = "51ed eed8 ba79 0668 4d91 b409 d964 e869 8672 ffab 057c 8ad6 d341 35f0 1bad 1a83";
+    q("sign-genesis")!.click();
+    await typePin("4821");
+    await until(() => !q("dialog"), "dialog closed");
+    expect(backend.genesisSigned).toBe(true);
+    expect(document.getElementById("toast")!.textContent).toContain("1 key(s) still to sign");
+    expect((await until(() => q("genesis-draft"), "draft")).textContent).toContain("Waiting for: bob");
+    expect(q("sign-genesis")).toBeNull();
+  });
+
   test("admin: people, an enrollment link, and an API key revoked at once", async () => {
     const backend = new FakeBackend();
     await loggedIn(backend);

@@ -215,7 +215,7 @@ export class App {
         );
         break;
       case "settings":
-        body = settingsScreen(this.settings, this.idleMs);
+        body = settingsScreen(this.settings, this.idleMs, { signGenesis: (hash) => void this.signGenesis(hash) });
         break;
     }
     return h("main", { class: "screens" }, nav, body);
@@ -283,6 +283,15 @@ export class App {
     await this.withCeremony("Freeze every API key", async () => {
       const changed = await this.backend.freeze("frozen from Countersign Desktop");
       return changed ? "Every API key is frozen. Unfreezing needs the admin quorum." : "Already frozen.";
+    });
+  }
+
+  private async signGenesis(hash: string): Promise<void> {
+    await this.withCeremony("Sign the genesis", async () => {
+      const done = await this.backend.signGenesis(hash);
+      this.settings = await this.backend.settings();
+      this.render();
+      return done.sealed ? "Signed: every founding key has signed, the genesis is sealed." : `Signed: ${done.missing} key(s) still to sign.`;
     });
   }
 

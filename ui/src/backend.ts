@@ -21,6 +21,8 @@ export interface Backend {
   answerChoice(index: number | null): Promise<void>;
   cancel(): Promise<void>;
   freeze(reason: string): Promise<boolean>;
+  /** A founding person signs the genesis draft, only if it hashes to `hash`. */
+  signGenesis(hash: string): Promise<{ sealed: boolean; missing: number }>;
   /** Recently decided operations, newest first. */
   history(): Promise<Operation[]>;
   settings(): Promise<Settings>;

@@ -49,6 +49,8 @@ export interface FakeOptions {
   keys?: KeyInfo[];
   /** Not an admin: admin calls are refused as the gateway refuses them. */
   notAdmin?: boolean;
+  /** A genesis draft waiting for this person's key (and bob's). */
+  genesisDraft?: boolean;
 }
 
 /** An in-memory backend with the same prompts as the real key ceremony. */
@@ -203,11 +205,13 @@ export class FakeBackend implements Backend {
       profileDir: "/home/alice/.config/countersign",
       softwareKey: true,
       keys: this.options.keys ?? [{ label: "SOFTWARE KEY (demo)", software: true }],
-      authority: {
-        genesis: "dcd8c2e993209d6dce4699320e0bdc26f2fdccb2c94f9bf078b863627a992180",
-        head: { index: 3, hash: "5b1f0c9e7a3d2e8f4c6b0a19d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9" },
-        links: 3,
-      },
+      authority: this.options.genesisDraft
+        ? { draft: { hash: FakeBackend.GENESIS, missing: this.genesisSigned ? ["bob"] : ["alice", "bob"], yours: !this.genesisSigned } }
+        : {
+            genesis: "dcd8c2e993209d6dce4699320e0bdc26f2fdccb2c94f9bf078b863627a992180",
+            head: { index: 3, hash: "5b1f0c9e7a3d2e8f4c6b0a19d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9" },
+            links: 3,
+          },
     };
   }
 
@@ -263,6 +267,19 @@ export class FakeBackend implements Backend {
   async freeze(): Promise<boolean> {
     await this.ceremony();
     return true;
+  }
+
+  /** The draft's hash, as the app computes it. */
+  static readonly GENESIS = "51edeed8ba7906684d91b409d964e8698672ffab057c8ad6d34135f01bad1a83";
+  genesisSigned = false;
+
+  async signGenesis(hash: string): Promise<{ sealed: boolean; missing: number }> {
+    if (hash.replace(/\s/g, "").toLowerCase() !== FakeBackend.GENESIS) {
+      throw { code: "client.tampered", message: `refusing to sign: the genesis on the gateway hashes to ${FakeBackend.GENESIS}, not ${hash}: do not sign it` } satisfies AppError;
+    }
+    await this.ceremony();
+    this.genesisSigned = true;
+    return { sealed: false, missing: 1 };
   }
 
   onKeyPrompt(handler: (p: KeyPrompt) => void) {

@@ -17,6 +17,7 @@ export const tauriBackend: Backend = {
   cancel: () => invoke<void>("cancel_ceremony"),
   answerChoice: (index: number | null) => invoke<void>("answer_choice", { index }),
   freeze: (reason: string) => invoke<boolean>("freeze", { reason }),
+  signGenesis: (hash: string) => invoke<{ sealed: boolean; missing: number }>("sign_genesis", { hash }),
   history: () => invoke<Operation[]>("history"),
   settings: () => invoke<Settings>("settings"),
   adminOverview: () => invoke<AdminOverview>("admin_overview"),

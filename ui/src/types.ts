@@ -102,8 +102,13 @@ export interface Settings {
   profileDir: string | null;
   softwareKey: boolean;
   keys: KeyInfo[] | { error: string };
-  /** The authority chain, verified by the app from its genesis; null before genesis. */
-  authority: { genesis: string; head: { index: number; hash: string }; links: number } | { error: string } | null;
+  /** The authority chain, verified by the app from its genesis; a draft genesis
+   * still being signed by the founding people; null before either. */
+  authority:
+    | { genesis: string; head: { index: number; hash: string }; links: number }
+    | { draft: { hash: string; missing: string[]; yours: boolean } }
+    | { error: string }
+    | null;
 }
 
 export interface ApproverView {
