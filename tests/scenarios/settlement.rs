@@ -1,7 +1,10 @@
 //! The exchange's settlement service, as an integrator would write it: an HTTP
 //! endpoint that receives release documents from the gateway's webhook and moves
-//! funds only for documents that verify offline against the gateway key, the
-//! current signed approver registry and the policy settlement trusts.
+//! funds only for documents that verify offline. Pinned to a genesis hash
+//! ([`Settlement::pinned`]), it keeps the authority chain it verified and extends
+//! it with the links it has not seen, then checks each release from it; before a
+//! deployment has a genesis, it checks against the gateway key, the current signed
+//! approver registry and the policy settlement trusts.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use countersign_core::authority::{Authority, Link};
 use countersign_core::certificate::SignedRegistry;
-use countersign_core::release::{Trust, verify_release};
+use countersign_core::release::{Trust, verify_release, verify_release_from_genesis};
 use serde_json::Value;
 
 use crate::support::{Gateway, policy};
@@ -28,6 +32,8 @@ struct Sink {
     key: ed25519_dalek::VerifyingKey,
     http: reqwest::Client,
     ledger: Arc<Mutex<Ledger>>,
+    /// The pinned genesis hash and the chain verified from it so far.
+    chain: Option<(String, Arc<tokio::sync::Mutex<Option<Authority>>>)>,
 }
 
 pub struct Settlement {
@@ -39,6 +45,27 @@ impl Sink {
     /// Verify one document: the registry is fetched fresh (revocations apply at once)
     /// and its signature checked with the gateway key settlement was configured with.
     async fn verify(&self, document: &[u8]) -> Result<String, String> {
+        if let Some((pinned, chain)) = &self.chain {
+            let mut chain = chain.lock().await;
+            match chain.as_mut() {
+                None => {
+                    let doc = self.get(&format!("{}/v1/authority", self.gateway)).await?;
+                    let doc = serde_json::from_value(doc).map_err(|e| e.to_string())?;
+                    *chain = Some(Authority::from_document(pinned, &doc).map_err(|e| e.code().to_owned())?);
+                }
+                Some(held) => {
+                    // Only what is new since the head held: each link verified once.
+                    let url = format!("{}/v1/authority/links?after={}", self.gateway, held.head().index);
+                    let links: Vec<Link> = serde_json::from_value(self.get(&url).await?["links"].clone())
+                        .map_err(|e| e.to_string())?;
+                    held.extend(&links).map_err(|e| e.code().to_owned())?;
+                }
+            }
+            let held = chain.as_ref().ok_or("no chain")?;
+            return verify_release_from_genesis(document, &self.key, held)
+                .map(|op| op.id.to_string())
+                .map_err(|e| e.code().to_owned());
+        }
         let registry: SignedRegistry = self
             .http
             .get(format!("{}/v1/registry", self.gateway))
@@ -52,6 +79,13 @@ impl Sink {
         let policy = policy();
         let trust = Trust { gateway: &self.key, policy: &policy, registry };
         verify_release(document, &trust).map(|op| op.id.to_string()).map_err(|e| e.to_string())
+    }
+}
+
+impl Sink {
+    async fn get(&self, url: &str) -> Result<Value, String> {
+        let r = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        r.json().await.map_err(|e| e.to_string())
     }
 }
 
@@ -69,12 +103,26 @@ async fn receive(State(sink): State<Sink>, body: Bytes) -> StatusCode {
 }
 
 impl Settlement {
+    /// Before a genesis: the gateway-signed registry (it trusts the gateway).
     pub async fn start(gw: &Gateway) -> Settlement {
+        Self::with_chain(gw, None).await
+    }
+
+    /// Pinned to the genesis hash the founding people signed.
+    pub async fn pinned(gw: &Gateway, genesis: &str) -> Settlement {
+        Self::with_chain(gw, Some((genesis.to_owned(), Arc::default()))).await
+    }
+
+    async fn with_chain(
+        gw: &Gateway,
+        chain: Option<(String, Arc<tokio::sync::Mutex<Option<Authority>>>)>,
+    ) -> Settlement {
         let sink = Sink {
             gateway: gw.base.clone(),
             key: gw.state.keys.verifying_key(),
             http: gw.http.clone(),
             ledger: Arc::default(),
+            chain,
         };
         let app = axum::Router::new().route("/settle", axum::routing::post(receive)).with_state(sink.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
