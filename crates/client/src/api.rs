@@ -279,16 +279,8 @@ impl Client {
         // Decisions are checked against the registry's keys: fetched only when there
         // are some (a registry that cannot be read leaves them unchecked, and says so).
         let any_decisions = items.iter().any(|v| v["decisions"].as_array().is_some_and(|d| !d.is_empty()));
-        let registry = if any_decisions {
-            self.registry()
-                .await
-                .ok()
-                .and_then(|v| serde_json::from_value::<countersign_core::certificate::SignedRegistry>(v).ok())
-        } else {
-            None
-        };
-        let registry = registry.as_ref().map(|r| &r.registry);
-        items.iter().map(|v| VerifiedOperation::from_view_checked(v, registry)).collect()
+        let registry = if any_decisions { self.decision_registry().await } else { None };
+        items.iter().map(|v| VerifiedOperation::from_view_checked(v, registry.as_ref())).collect()
     }
 
     /// Ask to decide: the gateway's challenge and the operation, verified. The

@@ -123,6 +123,26 @@ impl Client {
         serde_json::from_value(self.get("/v1/authority", None).await?).map_err(protocol)
     }
 
+    /// The keys recorded decisions are checked against: the registry of the
+    /// authority chain's newest state, verified here from its genesis, once the
+    /// gateway has one; before that, the gateway-signed registry. `None` when neither
+    /// can be read or the chain does not verify (decisions then show as unchecked).
+    pub(crate) async fn decision_registry(&self) -> Option<countersign_core::certificate::Registry> {
+        match self.authority().await {
+            Ok(doc) => {
+                let genesis = doc.genesis.genesis.hash().ok()?.to_hex();
+                Authority::from_document(&genesis, &doc).ok().map(|chain| chain.latest().registry())
+            }
+            Err(e) if e.code() == "authority.no_genesis" => {
+                let signed = self.registry().await.ok()?;
+                serde_json::from_value::<countersign_core::certificate::SignedRegistry>(signed)
+                    .ok()
+                    .map(|r| r.registry)
+            }
+            Err(_) => None,
+        }
+    }
+
     /// The chain verified from the pinned genesis hash.
     ///
     /// # Errors

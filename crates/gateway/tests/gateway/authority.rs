@@ -4,7 +4,7 @@
 //! key is refused by settlement, by the gateway itself, and named by the checker.
 
 use countersign_client::{Client, EnrollmentLink, Session};
-use countersign_core::certificate::CertifiedApproval;
+use countersign_core::certificate::{CertifiedApproval, DecisionCheck};
 use countersign_core::operation::Role;
 use countersign_core::release::{ReleaseBasis, sign_release, verify_release_from_genesis};
 use countersign_core::{Decision, OperationKind};
@@ -185,6 +185,13 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
     assert!(gw.audit_events().await.iter().any(|e| e == "release.refused_by_authority"));
     let op = gw.state.store.operation(&held).await.unwrap().unwrap();
     assert_eq!(op.state.as_str(), "pending");
+    // People reading it check each decision against the chain's keys, not the
+    // gateway's: the impostor's signature is by a key the chain does not know.
+    let seen = alice.client.pending(&alice.session).await.unwrap();
+    let seen = seen.iter().find(|o| o.operation.id.to_string() == held).unwrap();
+    let checks: Vec<_> = seen.decisions.iter().map(|d| (d.approver.as_str(), d.check.clone())).collect();
+    assert!(checks.contains(&("alice", DecisionCheck::Signed)), "{checks:?}");
+    assert!(checks.contains(&("carol", DecisionCheck::KeyNotInRegistry)), "{checks:?}");
     // The release the gateway's key would have signed from its tables: refused.
     let mut conn = gw.state.store.pool().acquire().await.unwrap();
     let approvals: Vec<CertifiedApproval> = gw
