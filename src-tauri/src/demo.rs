@@ -115,6 +115,8 @@ pub async fn start() -> Result<Setup, Box<dyn std::error::Error>> {
             pin: None,
             approver: "alice".into(),
             relying_party: Some(client.relying_party().await.map_err(fail)?.clone()),
+            // alice compared it when she signed it at the demo's start.
+            genesis: Some(genesis.clone()),
         },
         key: alice,
         pin: PIN.into(),

@@ -130,6 +130,7 @@ impl Desktop {
             pin: link.pin.clone(),
             approver: enrolled.approver,
             relying_party: Some(client.relying_party().await?.clone()),
+            genesis: None,
         };
         if let Some(dir) = &self.profile_dir {
             profile.save(dir).map_err(|e| app_error("desktop.profile", e))?;
@@ -308,6 +309,15 @@ impl Desktop {
         let done = client
             .sign_genesis(&session, &profile.approver, hash, self.key().await?, &self.ceremony())
             .await?;
+        // The hash this person compared and signed is the one their profile pins.
+        let profile = Profile { genesis: Some(done.hash.clone()), ..profile };
+        if let Some(dir) = &self.profile_dir {
+            profile.save(dir).map_err(|e| app_error("desktop.profile", e))?;
+        }
+        let client = profile.client()?;
+        if let Ok(mut e) = self.enrolled.lock() {
+            *e = Some((profile, client));
+        }
         Ok(json!({ "sealed": done.sealed, "missing": done.missing.len() }))
     }
 

@@ -203,6 +203,7 @@ describe("Countersign Desktop UI", () => {
     // The authority chain: the genesis in groups of four, and the head.
     expect(q("authority")!.textContent).toContain("Genesisdcd8 c2e9 9320");
     expect(q("authority")!.textContent).toContain("Head: link 3 of 3");
+    expect(q("genesis-pinned")!.textContent).toContain("Pinned in your profile");
   });
 
   test("a founding person signs the genesis only after typing the hash they compared", async () => {

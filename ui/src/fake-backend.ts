@@ -209,6 +209,7 @@ export class FakeBackend implements Backend {
         ? { draft: { hash: FakeBackend.GENESIS, missing: this.genesisSigned ? ["bob"] : ["alice", "bob"], yours: !this.genesisSigned } }
         : {
             genesis: "dcd8c2e993209d6dce4699320e0bdc26f2fdccb2c94f9bf078b863627a992180",
+            pinned: true,
             head: { index: 3, hash: "5b1f0c9e7a3d2e8f4c6b0a19d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9" },
             links: 3,
           },

@@ -105,7 +105,7 @@ export interface Settings {
   /** The authority chain, verified by the app from its genesis; a draft genesis
    * still being signed by the founding people; null before either. */
   authority:
-    | { genesis: string; head: { index: number; hash: string }; links: number }
+    | { genesis: string; pinned: boolean; head: { index: number; hash: string }; links: number }
     | { draft: { hash: string; missing: string[]; yours: boolean } }
     | { error: string }
     | null;

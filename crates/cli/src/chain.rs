@@ -32,8 +32,14 @@ pub async fn genesis(ctx: &Ctx, cmd: GenesisCommand) -> Outcome {
     let draft = match cmd {
         GenesisCommand::Show => ctx.client()?.1.genesis().await?,
         GenesisCommand::Sign { hash } => {
-            let (profile, client, session) = ctx.session()?;
-            client.sign_genesis(&session, &profile.approver, &hash, ctx.key().await?, &ceremony()).await?
+            let (mut profile, client, session) = ctx.session()?;
+            let draft = client
+                .sign_genesis(&session, &profile.approver, &hash, ctx.key().await?, &ceremony())
+                .await?;
+            // The hash this person compared and signed is the one their profile pins.
+            profile.genesis = Some(draft.hash.clone());
+            profile.save(&ctx.dir).map_err(local)?;
+            draft
         }
     };
     let g = &draft.genesis;
@@ -74,10 +80,26 @@ pub async fn genesis(ctx: &Ctx, cmd: GenesisCommand) -> Outcome {
     Ok(())
 }
 
-/// Verify the gateway's chain from the pinned genesis; print its head and links.
-pub async fn chain(ctx: &Ctx, pinned: &str) -> Outcome {
-    let (_, client) = ctx.client()?;
-    let authority = client.verified_authority(pinned).await?;
+/// Verify the gateway's chain from the genesis given (pinned in the profile when
+/// it pins none yet) or the one the profile pins; print its head and links.
+pub async fn chain(ctx: &Ctx, given: Option<&str>) -> Outcome {
+    let (mut profile, client) = ctx.client()?;
+    let pinned = match (given.map(|g| g.trim().to_ascii_lowercase()), &profile.genesis) {
+        (Some(g), Some(p)) if &g != p => {
+            return Err(Failure(
+                5,
+                format!("your profile pins genesis {p}, not {g}: compare it again with your admins"),
+            ));
+        }
+        (Some(g), _) => g,
+        (None, Some(p)) => p.clone(),
+        (None, None) => return Err(local("give --genesis <hash> (the hash your admins compared) to pin it")),
+    };
+    let authority = client.verified_authority(&pinned).await?;
+    if profile.genesis.is_none() {
+        profile.genesis = Some(pinned);
+        profile.save(&ctx.dir).map_err(local)?;
+    }
     let mut lines = vec![format!("genesis {}", grouped(authority.genesis_hash()))];
     let doc = client.authority().await?;
     for link in &doc.links {

@@ -112,11 +112,12 @@ enum Command {
     #[command(subcommand)]
     Genesis(chain::GenesisCommand),
     /// Verify the gateway's authority chain from the genesis hash you pin, and list
-    /// its links.
+    /// its links. The first `--genesis` is pinned in your profile (signing the
+    /// genesis pins it too); later runs use the pin.
     Chain {
-        /// The pinned genesis hash (hex).
+        /// The genesis hash your admins compared (hex).
         #[arg(long)]
-        genesis: String,
+        genesis: Option<String>,
     },
     /// Admins: people, keys and administrative changes (each change waits for the
     /// admin quorum; approve it with `countersign approve <id>`).
@@ -326,6 +327,7 @@ async fn run(cli: Cli) -> Outcome {
                 pin: link.pin.clone(),
                 approver: enrolled.approver.clone(),
                 relying_party: Some(client.relying_party().await?.clone()),
+                genesis: None,
             };
             profile.save(&ctx.dir).map_err(local)?;
             let next = if enrolled.status == "active" {
@@ -409,7 +411,7 @@ async fn run(cli: Cli) -> Outcome {
             chain::verify_certificate(&ctx, &file, trusted)?;
         }
         Command::Genesis(cmd) => chain::genesis(&ctx, cmd).await?,
-        Command::Chain { genesis } => chain::chain(&ctx, &genesis).await?,
+        Command::Chain { genesis } => chain::chain(&ctx, genesis.as_deref()).await?,
         Command::Admin(cmd) => admin(&ctx, cmd).await?,
         Command::Audit(AuditCommand::Verify { file, gateway_key }) => {
             let key = gateway_key_from(&gateway_key)?;

@@ -89,6 +89,8 @@ pub struct Client {
     /// The relying party signed for: pinned from the profile, or (enrollment only)
     /// asked of the gateway once, over the pinned connection.
     relying_party: Arc<tokio::sync::OnceCell<RelyingParty>>,
+    /// The authority chain's genesis hash this person pinned (from the profile).
+    pub(crate) genesis: Option<String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T> {
@@ -106,7 +108,7 @@ impl Client {
     /// # Errors
     /// [`Error::Insecure`] for any other combination.
     pub fn new(base: &str, pin: Option<&str>) -> Result<Client> {
-        Ok(Client { transport: Transport::new(base, pin)?, relying_party: Arc::default() })
+        Ok(Client { transport: Transport::new(base, pin)?, relying_party: Arc::default(), genesis: None })
     }
 
     /// Pin the relying party (from the profile): every ceremony whose options name
@@ -115,6 +117,14 @@ impl Client {
     #[must_use]
     pub fn with_relying_party(self, relying_party: RelyingParty) -> Client {
         Client { relying_party: Arc::new(tokio::sync::OnceCell::new_with(Some(relying_party))), ..self }
+    }
+
+    /// Pin the authority chain's genesis (from the profile): decisions are checked
+    /// against the chain verified from this hash, and a gateway serving another
+    /// genesis is refused ([`Error::Tampered`]).
+    #[must_use]
+    pub fn with_genesis(self, genesis: String) -> Client {
+        Client { genesis: Some(genesis), ..self }
     }
 
     /// A client for the gateway an enrollment link names, pinned to its key.

@@ -130,7 +130,10 @@ impl Client {
     pub(crate) async fn decision_registry(&self) -> Option<countersign_core::certificate::Registry> {
         match self.authority().await {
             Ok(doc) => {
-                let genesis = doc.genesis.genesis.hash().ok()?.to_hex();
+                let genesis = match &self.genesis {
+                    Some(pinned) => pinned.clone(),
+                    None => doc.genesis.genesis.hash().ok()?.to_hex(),
+                };
                 Authority::from_document(&genesis, &doc).ok().map(|chain| chain.latest().registry())
             }
             Err(e) if e.code() == "authority.no_genesis" => {
@@ -140,6 +143,25 @@ impl Client {
                     .map(|r| r.registry)
             }
             Err(_) => None,
+        }
+    }
+
+    /// The chain verified from the genesis this client pins (the profile's), else
+    /// from the one the gateway serves (which only says the chain is consistent);
+    /// with the genesis hash it was verified from.
+    ///
+    /// # Errors
+    /// As [`Client::verified_authority`].
+    pub async fn pinned_authority(&self) -> Result<(Authority, bool)> {
+        match &self.genesis {
+            Some(pinned) => Ok((self.verified_authority(pinned).await?, true)),
+            None => {
+                let doc = self.authority().await?;
+                let genesis = doc.genesis.genesis.hash().map_err(protocol)?.to_hex();
+                let chain = Authority::from_document(&genesis, &doc)
+                    .map_err(|e| Error::Tampered(format!("{}: {e}", e.code())))?;
+                Ok((chain, false))
+            }
         }
     }
 

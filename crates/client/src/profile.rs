@@ -19,6 +19,11 @@ pub struct Profile {
     /// was pinned (then the gateway's is used; enroll again to pin it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relying_party: Option<crate::RelyingParty>,
+    /// The authority chain's genesis hash (hex) this person compared: pinned when
+    /// they sign it, or with `countersign chain --genesis <hash>`. Absent: the chain
+    /// is verified from the genesis the gateway serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<String>,
 }
 
 impl Profile {
@@ -27,11 +32,14 @@ impl Profile {
     /// # Errors
     /// As [`crate::Client::new`].
     pub fn client(&self) -> crate::Result<crate::Client> {
-        let client = crate::Client::new(&self.gateway, self.pin.as_deref())?;
-        Ok(match &self.relying_party {
-            Some(rp) => client.with_relying_party(rp.clone()),
-            None => client,
-        })
+        let mut client = crate::Client::new(&self.gateway, self.pin.as_deref())?;
+        if let Some(rp) = &self.relying_party {
+            client = client.with_relying_party(rp.clone());
+        }
+        if let Some(genesis) = &self.genesis {
+            client = client.with_genesis(genesis.clone());
+        }
+        Ok(client)
     }
 }
 

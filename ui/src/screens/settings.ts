@@ -49,7 +49,9 @@ function authority(a: Settings["authority"], actions: SettingsActions): Node {
       a.head.index === 0 ? "Head: the genesis (no change of authority yet)" : `Head: link ${a.head.index} of ${a.links}, `,
       a.head.index === 0 ? "" : h("code", {}, grouped(a.head.hash.slice(0, 16))),
     ),
-    h("p", { class: "muted" }, "Verified by this app from the genesis. Compare the genesis with your admins: it is what settlement pins."),
+    a.pinned
+      ? h("p", { class: "muted", "data-testid": "genesis-pinned" }, "Pinned in your profile (you compared it when you signed it): the app verifies the chain from it, and refuses another.")
+      : h("p", { class: "error" }, "Not pinned: verified only from the genesis this gateway serves. Compare it with your admins: it is what settlement pins."),
   );
 }
 

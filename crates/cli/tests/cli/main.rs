@@ -604,12 +604,17 @@ async fn founding_people_sign_the_genesis_and_settlement_verifies_from_its_hash(
                 assert_eq!(out.code, 0, "{out:?}");
                 assert_eq!(out.stdout.contains("SEALED"), i == 5, "{out:?}");
             }
-            let out = people[0].run(&["chain", "--genesis", &hash], "");
+            // Signing pinned the hash in alice's profile: `chain` verifies from it,
+            // and another hash is refused.
+            let out = people[0].run(&["chain"], "");
             assert_eq!(out.code, 0, "{out:?}");
             assert!(
                 out.stdout.contains("head 0 ") && out.stdout.contains("verified from the pinned genesis"),
                 "{out:?}"
             );
+            let out = people[0].run(&["chain", "--genesis", &"cd".repeat(32)], "");
+            assert_eq!(out.code, 5, "{out:?}");
+            assert!(out.stderr.contains("your profile pins genesis"), "{out:?}");
             people
         })
         .await

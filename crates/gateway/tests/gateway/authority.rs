@@ -108,6 +108,11 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
 
     // A large withdrawal, approved by two traders, verifies from the pinned hash.
     let settlement = alice.client.verified_authority(&hash).await.unwrap();
+    // A client whose profile pins another genesis refuses this gateway's chain.
+    let elsewhere = alice.client.clone().with_genesis("00".repeat(32)).pinned_authority().await.unwrap_err();
+    assert!(elsewhere.to_string().contains("authority.genesis_mismatch"), "{elsewhere}");
+    let (_, pinned) = alice.client.clone().with_genesis(hash.clone()).pinned_authority().await.unwrap();
+    assert!(pinned);
     let large = gw.withdraw(&key, &eth("5")).await.op_id();
     approve(&alice, &large).await;
     assert_eq!(approve(&carol, &large).await["state"], "released");
