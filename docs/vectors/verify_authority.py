@@ -12,6 +12,7 @@ import hashlib
 import json
 import pathlib
 import sys
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import verify as v  # jcs, digest, b64url, strict_envelope, Refused
@@ -247,6 +248,11 @@ def genesis_state(pinned, signed):
     if h.hex() != pinned:
         raise Refused("authority.genesis_mismatch")
     keys = {(p["id"], k["credential_id"]): k for p in g["people"] for k in p["keys"]}
+    marks = [m for k in keys.values() for m in ("id:" + k["credential_id"], "pk:" + k["public_key"])]
+    if len(set(marks)) != len(marks) or any(len(unb64(k["public_key"])) != 65 for k in keys.values()):
+        raise Refused("authority.genesis_invalid")
+    if not any("admin" in p["roles"] for p in g["people"]):
+        raise Refused("authority.genesis_invalid")
     seen = set()
     for s in signed["signatures"]:
         key = keys.get((s["approver"], s["credential_id"]))
@@ -259,7 +265,8 @@ def genesis_state(pinned, signed):
         raise Refused("authority.genesis_unsigned")
     return {"index": 0, "hash": h.hex(), "rp": g["rp"], "people": {p["id"]: copy.deepcopy(p) for p in g["people"]},
             "policies": {g["policy"]["version"]: g["policy"]}, "policy": g["policy"],
-            "api_keys": {k["key_id"]: k for k in g["api_keys"]}, "applied_at": g["created_at"]}
+            "api_keys": {k["key_id"]: k for k in g["api_keys"]}, "applied_at": g["created_at"],
+            "allowlist": list(g["allowlist"]), "keys_ever": set(marks), "applied": set(), "revoked": set()}
 
 
 def apply_link(state, link):
@@ -270,6 +277,8 @@ def apply_link(state, link):
     op, d = decode_operation(link["operation"], "authority.bad_operation")
     if op["action"]["kind"] == "withdrawal":
         raise Refused("authority.bad_operation")
+    if op["id"] in state["applied"]:
+        raise Refused("authority.replayed")
     if not (state["applied_at"] <= link["applied_at"] < op["expires_at"]):
         raise Refused("authority.bad_change")
     admins, seen = {}, set()
@@ -305,10 +314,15 @@ def apply_link(state, link):
     elif consent is not None:
         raise Refused("authority.bad_change")
     nxt = copy.deepcopy(state)
+    if link.get("public_key") is not None and op["action"]["kind"] != "approver_enroll":
+        raise Refused("authority.bad_change")
     if op["action"]["kind"] == "approver_enroll":
         pk = link.get("public_key") or ""
-        if hashlib.sha256(unb64(pk)).hexdigest() != details["credential"]["public_key_sha256"]:
+        new_marks = {"id:" + details["credential"]["credential_id"], "pk:" + pk}
+        if (hashlib.sha256(unb64(pk)).hexdigest() != details["credential"]["public_key_sha256"]
+                or len(unb64(pk)) != 65 or new_marks & nxt["keys_ever"] or details["approver"] in nxt["revoked"]):
             raise Refused("authority.bad_change")
+        nxt["keys_ever"] |= new_marks
         person = nxt["people"].setdefault(details["approver"], {"id": details["approver"], "keys": []})
         person.update(display_name=details["display_name"], roles=details["roles"], groups=details["groups"])
         person["keys"].append({"credential_id": details["credential"]["credential_id"], "algorithm": "es256", "public_key": pk})
@@ -317,12 +331,24 @@ def apply_link(state, link):
             p = nxt["people"][details["approver"]]
             p["keys"] = [k for k in p["keys"] if k["credential_id"] != details["credential_id"]]
         else:
+            if details["approver"] not in nxt["people"]:
+                raise Refused("authority.bad_change")
             del nxt["people"][details["approver"]]
+            nxt["revoked"].add(details["approver"])
+    elif op["action"]["kind"] == "allowlist_add":
+        same = [e for e in nxt["allowlist"] if (e["account"], e["network"], e["destination"]) == (details["account"], details["network"], details["destination"])]
+        if not same:
+            nxt["allowlist"].append({**details, "added_at": link["applied_at"]})
     elif op["action"]["kind"] == "policy_update":
+        if details["policy"]["version"] != state["policy"]["version"] + 1:
+            raise Refused("authority.bad_change")
         nxt["policy"] = details["policy"]
         nxt["policies"][details["policy"]["version"]] = details["policy"]
     elif op["action"]["kind"] == "api_key_create":
-        nxt["api_keys"][details["key_id"]] = {"key_id": details["key_id"], "owner": details["owner"]}
+        if details["owner"] not in nxt["people"] or details["key_id"] in nxt["api_keys"]:
+            raise Refused("authority.bad_change")
+        nxt["api_keys"][details["key_id"]] = {"key_id": details["key_id"], "owner": details["owner"], "scopes": details["scopes"]}
+    nxt["applied"].add(op["id"])
     nxt.update(index=link["index"], hash=domain_hash(b"countersign:link:v1", link).hex(), applied_at=link["applied_at"])
     return nxt
 
@@ -377,15 +403,61 @@ def verify_release(raw, gateway_key, states):
     if doc["released_at"] >= op["expires_at"] or not approved(quorum, roster, seen & set(roster)):
         raise Refused("certificate.quorum_not_met")
     i = op["initiator"]
-    if i["type"] == "api_key" and at["api_keys"].get(i["key_id"], {}).get("owner") != i["owner"]:
+    grant = at["api_keys"].get(i.get("key_id"), {})
+    if i["type"] == "api_key" and (grant.get("owner") != i["owner"] or "withdraw" not in grant.get("scopes", [])):
         raise Refused("authority.unknown_api_key")
+    fl = merge(floor(latest["policy"], op), destination_floor(at, policy, op), destination_floor(latest, latest["policy"], op))
+    if not strict_enough(quorum, fl):
+        raise Refused("authority.floor_raised")
     for a in doc["approvals"]:
         held = latest["people"].get(a["approver"], {}).get("keys", [])
         if not any(k["credential_id"] == a["credential_id"] for k in held):
             raise Refused("authority.revoked_since")
-    if not strict_enough(quorum, floor(latest["policy"], op)):
-        raise Refused("authority.floor_raised")
+    now_roster = {p["id"]: set(p["groups"]) for p in latest["people"].values() if role in p["roles"] and p["keys"]}
+    if not approved(quorum, now_roster, seen & set(now_roster)):
+        raise Refused("authority.roles_changed")
     return op, sorted(seen)
+
+
+def merge(*floors):
+    groups, veto = {}, 2 ** 32 - 1
+    for g, v in floors:
+        for name, m in g.items():
+            groups[name] = max(groups.get(name, 0), m)
+        veto = min(veto, v)
+    return groups, veto
+
+
+def destination_floor(state, policy, op):
+    """Deny rules refuse; an enforced allowlist adds the withdrawal quorum for a
+    destination not listed (or cooling off) when the operation was made, or refuses."""
+    d, kind = op["action"]["details"], op["action"]["kind"]
+    for rule in policy["deny"]:
+        dest = d.get("destination", {}).get("address")
+        ok = (rule.get("kind") in (None, kind) and rule.get("asset") in (None, d.get("asset"))
+              and rule.get("network") in (None, d.get("network")) and rule.get("account") in (None, d.get("account"))
+              and rule.get("api_key") in (None, op["initiator"].get("key_id"))
+              and (rule.get("destination") is None or (dest is not None and dest.lower() == rule["destination"].lower()))
+              and (rule.get("min_reference_value") is None or (kind == "withdrawal" and Decimal(d["reference_value"]["amount"]) >= Decimal(rule["min_reference_value"]))))
+        if ok:
+            raise Refused("authority.denied")
+    if kind != "withdrawal" or not policy["allowlist"]["enforced"]:
+        return {}, 2 ** 32 - 1
+    created = parse_time(op["created_at"])
+    usable = any((e["account"], e["network"], e["destination"]) == (d["account"], d["network"], d["destination"])
+                 and created >= parse_time(e["added_at"]) + policy["allowlist"]["cool_off_seconds"]
+                 for e in state["allowlist"])
+    if usable:
+        return {}, 2 ** 32 - 1
+    if policy["allowlist"]["on_breach"] == "deny":
+        raise Refused("authority.denied")
+    q = policy["withdrawal_quorum"]
+    return {g["group"]: g["min"] for g in q["groups"]}, q["rejections_to_veto"]
+
+
+def parse_time(text):
+    """Seconds since the epoch of a protocol timestamp (§2.3, UTC, `Z`)."""
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
 
 
 def main():

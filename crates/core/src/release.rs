@@ -258,6 +258,6 @@ pub fn verify_release_from_genesis(
     let head = doc.authority.as_ref().ok_or(AuthorityError::Missing)?;
     let (policy, registry) = authority.policy_and_registry(head, &op)?;
     check_evidence(&doc, &op, policy, &registry)?;
-    authority.check_since(head, &op, doc.quorum.as_ref(), &doc.approvals)?;
+    authority.check_since(head, &op, doc.quorum.as_ref(), &doc.approvals, doc.released_at)?;
     Ok(op)
 }

@@ -73,7 +73,8 @@ pub fn may_decide(
     if now >= op.expires_at {
         return Err(NotDecidable::Expired);
     }
-    if op.initiator.responsible_person() == person {
+    // An admin who proposed a further key for themselves consents to it like anyone.
+    if op.initiator.responsible_person() == person && !consenting {
         return Err(NotDecidable::Initiator);
     }
     if subject(op) == Some(person) && !consenting {

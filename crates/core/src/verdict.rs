@@ -23,7 +23,10 @@ impl Tier {
 }
 
 impl DenyRule {
-    fn matches(&self, initiator: &Initiator, action: &Action) -> bool {
+    /// Whether this rule refuses `action` by `initiator` (context-free: settlement
+    /// checks it again, [`crate::authority::Authority::check_since`]).
+    #[must_use]
+    pub fn matches(&self, initiator: &Initiator, action: &Action) -> bool {
         let (account, network, destination, asset, value) = match action {
             Action::Withdrawal(w) => (
                 Some(&w.account),

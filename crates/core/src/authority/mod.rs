@@ -95,6 +95,8 @@ pub struct AllowlistEntry {
     pub network: NetworkId,
     pub destination: Destination,
     pub label: String,
+    /// When it was listed (the policy's cool-off runs from here).
+    pub added_at: Timestamp,
 }
 
 /// The first state, signed by every key it lists.
@@ -276,6 +278,22 @@ pub enum AuthorityError {
         /// Whose key.
         approver: String,
     },
+    /// An operation the chain already applied, appended again.
+    #[error("link {index}: operation {operation} was already applied")]
+    Replayed {
+        /// Link index.
+        index: u64,
+        /// The operation id.
+        operation: String,
+    },
+    /// An approver's role or group changed since the release's head so that the
+    /// approvals no longer complete its quorum.
+    #[error("the approvals no longer complete the quorum under the newest state: {0}")]
+    RolesChanged(String),
+    /// The release is one the chain's policy refuses outright (a deny rule, or a
+    /// destination not allowlisted where the policy denies those).
+    #[error("the chain's policy refuses this operation: {0}")]
+    Denied(String),
     /// The change cannot apply to the state before it.
     #[error("link {index}: {problem}")]
     BadChange {
@@ -341,6 +359,9 @@ impl AuthorityError {
             },
             Self::QuorumNotMet { .. } => "authority.quorum_not_met",
             Self::ConsentMissing { .. } => "authority.consent_missing",
+            Self::Replayed { .. } => "authority.replayed",
+            Self::RolesChanged(_) => "authority.roles_changed",
+            Self::Denied(_) => "authority.denied",
             Self::BadChange { .. } => "authority.bad_change",
             Self::UnknownHead { .. } => "authority.unknown_head",
             Self::Missing => "authority.missing",

@@ -33,6 +33,11 @@ pub struct State {
     pub people: BTreeMap<ApproverId, Person>,
     /// People revoked (never enrolled again under the same id).
     pub revoked: BTreeSet<ApproverId>,
+    /// Every credential id and public key ever listed (never listed again: a
+    /// revoked key stays revoked, and one key is never two people).
+    pub keys_ever: BTreeSet<String>,
+    /// Every operation applied (each applies once).
+    pub applied: BTreeSet<String>,
     /// The policy in force.
     pub policy: Policy,
     /// Every policy version so far (the one in force included).
@@ -48,11 +53,17 @@ fn invalid(problem: impl Into<String>) -> AuthorityError {
 }
 
 fn check_key(key: &RegistryCredential) -> bool {
-    // One spelling only: the stored base64url must round-trip.
+    // One spelling only: the 65-byte uncompressed point, in base64url that
+    // round-trips (so that one key cannot be listed twice under two spellings).
     public_key(key).is_some()
         && BASE64URL_NOPAD
             .decode(key.public_key.as_bytes())
-            .is_ok_and(|b| BASE64URL_NOPAD.encode(&b) == key.public_key)
+            .is_ok_and(|b| b.len() == 65 && b[0] == 4 && BASE64URL_NOPAD.encode(&b) == key.public_key)
+}
+
+/// What a key is remembered by: its id and its public key, each never listed twice.
+fn key_marks(k: &RegistryCredential) -> [String; 2] {
+    [format!("id:{}", k.credential_id), format!("pk:{}", k.public_key)]
 }
 
 impl State {
@@ -100,11 +111,14 @@ impl State {
                 }
             }
         }
+        let keys_ever = people.values().flat_map(|p| &p.keys).flat_map(key_marks).collect();
         Ok(State {
             head: Head { index: 0, hash: hash.to_hex() },
             rp: g.rp.clone(),
             people,
             revoked: BTreeSet::new(),
+            keys_ever,
+            applied: BTreeSet::new(),
             policy: g.policy.clone(),
             policies: BTreeMap::from([(g.policy.version, g.policy.clone())]),
             api_keys,
@@ -166,6 +180,11 @@ impl State {
         if matches!(op.action, Action::Withdrawal(_)) {
             return Err(bad("a withdrawal is not a change of authority".into()));
         }
+        // Approvals bind the operation, not the head: applying it twice (an old
+        // enrolment replayed after a revocation) is refused.
+        if self.applied.contains(op.id.as_str()) {
+            return Err(AuthorityError::Replayed { index, operation: op.id.to_string() });
+        }
         if link.applied_at < self.applied_at || link.applied_at >= op.expires_at {
             return Err(AuthorityError::BadChange {
                 index,
@@ -175,7 +194,8 @@ impl State {
         self.check_approvals(index, &op, &link.approvals, link.applied_at)?;
         self.check_consent(index, &op, link.consent.as_ref())?;
         let mut next = self.clone();
-        next.change(index, &op, link.public_key.as_deref())?;
+        next.change(index, &op, link.public_key.as_deref(), link.applied_at)?;
+        next.applied.insert(op.id.as_str().to_owned());
         next.head = Head { index, hash: link.hash()?.to_hex() };
         next.applied_at = link.applied_at;
         Ok(next)
@@ -271,7 +291,13 @@ impl State {
         }
     }
 
-    fn change(&mut self, index: u64, op: &Operation, key: Option<&str>) -> Result<(), AuthorityError> {
+    fn change(
+        &mut self,
+        index: u64,
+        op: &Operation,
+        key: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(), AuthorityError> {
         let bad = |problem: String| AuthorityError::BadChange { index, problem };
         if key.is_some() && !matches!(op.action, Action::ApproverEnroll(_)) {
             return Err(bad("only an enrolment carries a public key".into()));
@@ -297,14 +323,16 @@ impl State {
                 if self.revoked.contains(&e.approver) {
                     return Err(bad(format!("{} was revoked", e.approver)));
                 }
-                if self
-                    .people
-                    .values()
-                    .flat_map(|p| &p.keys)
-                    .any(|k| k.credential_id == credential.credential_id)
-                {
-                    return Err(bad(format!("key {} is already enrolled", credential.credential_id)));
+                // A key once listed (then revoked) is never listed again, and one
+                // public key is never two credentials (nor two people).
+                let marks = key_marks(&credential);
+                if marks.iter().any(|m| self.keys_ever.contains(m)) {
+                    return Err(bad(format!(
+                        "key {} (or its public key) was listed before",
+                        credential.credential_id
+                    )));
                 }
+                self.keys_ever.extend(marks);
                 let person = self.people.entry(e.approver.clone()).or_insert_with(|| Person {
                     id: e.approver.clone(),
                     display_name: e.display_name.clone(),
@@ -356,10 +384,14 @@ impl State {
                         network: a.network.clone(),
                         destination: a.destination.clone(),
                         label: a.label.clone(),
+                        added_at: at,
                     });
                 }
             }
             Action::ApiKeyCreate(k) => {
+                if !self.people.contains_key(&k.owner) {
+                    return Err(bad(format!("API key owner {} is not a person in the chain", k.owner)));
+                }
                 if self.api_keys.contains_key(&k.key_id) {
                     return Err(bad(format!("API key {} already exists", k.key_id)));
                 }
@@ -406,8 +438,8 @@ fn structure(g: &super::Genesis) -> Result<Founded, AuthorityError> {
                     p.id, k.credential_id
                 )));
             }
-            if !credentials.insert(k.credential_id.as_str()) {
-                return Err(invalid(format!("key {} is listed twice", k.credential_id)));
+            if !credentials.insert(k.credential_id.as_str()) || !credentials.insert(k.public_key.as_str()) {
+                return Err(invalid(format!("key {} (or its public key) is listed twice", k.credential_id)));
             }
         }
         if people.insert(p.id.clone(), p.clone()).is_some() {

@@ -286,6 +286,106 @@ fn a_further_key_needs_its_persons_consent_with_a_key_they_hold() {
 }
 
 #[test]
+fn an_applied_operation_never_applies_again_and_a_key_is_listed_once() {
+    // gina's enrolment, then her key revoked: replaying the enrolment (approvals bind
+    // the operation, not the head) does not give the key back.
+    let mut a = authority();
+    let enrolment = link(a.head(), &enroll_gina(), &["erin", "frank"]);
+    a.extend([&enrolment]).unwrap();
+    let gina_key = admin_op(
+        8,
+        "dave",
+        Action::ApproverRevoke(ApproverRevoke {
+            approver: id("gina"),
+            credential_id: Some("cred-gina".into()),
+            reason: "flagged as cloned".into(),
+        }),
+    );
+    a.extend([&link(a.head(), &gina_key, &["erin"])]).unwrap();
+    let again = Link { index: 3, prev: a.head().hash.clone(), ..enrolment };
+    assert_eq!(extend(&mut a, &again), "authority.replayed");
+    // Nor under a new operation: a key once listed is never listed again.
+    let fresh = enroll(9, "gina", "gina");
+    let fresh = link(a.head(), &fresh, &["erin", "frank"]);
+    assert_eq!(extend(&mut a, &fresh), "authority.bad_change");
+
+    // One public key is never two people: alice's key under another id, for mallory.
+    let mut twin = enroll(10, "mallory", "alice");
+    if let Action::ApproverEnroll(e) = &mut twin.action {
+        e.credential.credential_id = "cred-twin".into();
+    }
+    let head = authority().head().clone();
+    assert_eq!(extend(&mut authority(), &link(&head, &twin, &["erin", "frank"])), "authority.bad_change");
+    let mut g = genesis();
+    g.people[1].keys[0].public_key = g.people[0].keys[0].public_key.clone();
+    assert_eq!(g.validate().unwrap_err().code(), "authority.genesis_invalid");
+}
+
+#[test]
+fn settlement_holds_a_release_to_the_chains_deny_rules_allowlist_and_scopes() {
+    let a = authority();
+    let small = operation(withdrawal_action("ETH", "0.5", "1500"));
+    let allowed = |op: &Operation, a: &Authority| {
+        let doc = sign_release(
+            op,
+            ReleaseBasis::AllowedByPolicy,
+            None,
+            vec![],
+            now(),
+            Some(a.head().clone()),
+            &gateway_key(),
+        );
+        settle(&serde_json::to_vec(&doc.unwrap()).unwrap(), a)
+    };
+    // Policy 7 enforces the allowlist and holds other destinations for a trader:
+    // "allowed by policy" to a destination the chain never listed is refused.
+    assert_eq!(allowed(&small, &a), Err("authority.floor_raised"));
+    // Listed in the genesis long enough ago: settled.
+    let mut g = genesis();
+    g.allowlist.push(AllowlistEntry {
+        account: id("acct_main"),
+        network: id("ethereum"),
+        destination: Destination { address: "0x8ba1f109551bD432803012645Ac136ddd64DBA72".into(), memo: None },
+        label: "desk".into(),
+        added_at: t("2026-01-01T00:00:00Z"),
+    });
+    let listed = Authority::new(&g.hash().unwrap().to_hex(), &signed(g.clone())).unwrap();
+    assert_eq!(allowed(&small, &listed).unwrap(), small);
+    // Listed, but still cooling off when the operation was made (24 h in policy 7).
+    g.allowlist[0].added_at = t("2026-11-28T00:00:00Z");
+    let cooling = Authority::new(&g.hash().unwrap().to_hex(), &signed(g.clone())).unwrap();
+    assert_eq!(allowed(&small, &cooling), Err("authority.floor_raised"));
+    // A deny rule refuses even a quorum release.
+    let mut sanctioned = large();
+    if let Action::Withdrawal(w) = &mut sanctioned.action {
+        w.destination.address = "0x000000000000000000000000000000000000dEaD".into();
+    }
+    assert_eq!(settle(&release(&sanctioned, a.head(), &["alice", "carol"]), &a), Err("authority.denied"));
+    // An API key the chain lists without the withdraw scope initiates no withdrawal.
+    let mut g = genesis();
+    g.api_keys[0].scopes = BTreeSet::from([Scope::Read]);
+    let read_only = Authority::new(&g.hash().unwrap().to_hex(), &signed(g)).unwrap();
+    let r = release(&large(), read_only.head(), &["alice", "carol"]);
+    assert_eq!(settle(&r, &read_only), Err("authority.unknown_api_key"));
+}
+
+#[test]
+fn a_release_decided_before_a_group_change_no_longer_completes_its_quorum() {
+    let genesis_head = authority().head().clone();
+    let decided = release(&large(), &genesis_head, &["alice", "carol"]);
+    // carol (with her consent) moves to the risk group: two traders are no longer there.
+    let mut moved = enroll(11, "carol", "carol3");
+    if let Action::ApproverEnroll(e) = &mut moved.action {
+        e.groups = BTreeSet::from([id("risk")]);
+    }
+    let mut l = link(&genesis_head, &moved, &["erin", "frank"]);
+    l.consent = Some(approve(&moved, "carol"));
+    let mut a = authority();
+    a.extend([&l]).unwrap();
+    assert_eq!(settle(&decided, &a), Err("authority.roles_changed"));
+}
+
+#[test]
 fn keys_the_chain_never_produced_do_not_count() {
     // A row written into the gateway's tables, or a registry signed with a stolen
     // gateway key, naming a key of mallory's for carol: the chain does not list it.
@@ -467,4 +567,8 @@ fn the_person_a_further_key_is_for_may_decide_it_as_consent_but_not_a_revocation
         may_decide(&id("carol"), &admin, &revoke(7, "dave", "carol"), true, now()),
         Err(NotDecidable::Subject)
     );
+    // An admin who proposed a further key for themselves consents to it too.
+    let own = enroll(12, "dave", "dave2");
+    assert_eq!(may_decide(&id("dave"), &admin, &own, true, now()), Ok(()));
+    assert_eq!(may_decide(&id("dave"), &admin, &enroll_gina(), true, now()), Err(NotDecidable::Initiator));
 }

@@ -249,13 +249,17 @@ pub(super) async fn settle(
     let mut decisions = Vec::new();
     let mut approvals = Vec::new();
     let mut consent = None;
+    let mut refused_by_subject = false;
     for d in state.store.decisions_with_keys_in(&mut tx, op.id.as_str()).await? {
         if !countersign_core::rules::counts(d.decision, d.key_status.as_deref() == Some("active")) {
             continue;
         }
         if Some(&d.approver) == about {
-            if d.decision == Decision::Approve {
-                consent = Some(d.signed);
+            // Their approval of a further key of theirs is their consent; their
+            // rejection ("not my key") ends it.
+            match d.decision {
+                Decision::Approve => consent = Some(d.signed),
+                Decision::Reject => refused_by_subject = true,
             }
             continue;
         }
@@ -265,7 +269,10 @@ pub(super) async fn settle(
         }
     }
     state.race_windows.pause(crate::race::Window::Settle).await;
-    let t = tally(&quorum, op.initiator.responsible_person(), &roster, &decisions, op.expires_at, now);
+    let mut t = tally(&quorum, op.initiator.responsible_person(), &roster, &decisions, op.expires_at, now);
+    if refused_by_subject && !matches!(t, Tally::Expired) {
+        t = Tally::Rejected { by: about.into_iter().cloned().collect() };
+    }
     if current != Some(OpState::Pending) {
         // Moved meanwhile (another decision's settlement, the sweep, another instance).
         let state_now = current.ok_or_else(|| Error::not_found("operation"))?;
@@ -273,12 +280,19 @@ pub(super) async fn settle(
     }
     let (to, doc) = match &t {
         Tally::Approved { approvers } => {
+            // The link carries every counted approval of someone on the roster: the
+            // chain counts them against the admin quorum in force when it is applied,
+            // which may be stricter than the one this operation was judged under.
+            let evidence_for_link: Vec<_> =
+                approvals.iter().filter(|a| roster.contains(&a.approver)).cloned().collect();
             approvals.retain(|a| approvers.contains(&a.approver));
             let withdrawal = op.withdrawal().is_some();
             let head = match authority.as_mut() {
                 Some(chain) if !withdrawal => {
-                    let evidence =
-                        crate::authority::Evidence { approvals: &approvals, consent: consent.as_ref() };
+                    let evidence = crate::authority::Evidence {
+                        approvals: &evidence_for_link,
+                        consent: consent.as_ref(),
+                    };
                     Some(crate::authority::append_in(state, &mut tx, chain, record, evidence, now).await?)
                 }
                 Some(chain) => Some(chain.head().clone()),

@@ -39,6 +39,9 @@ pub(crate) async fn links(
 ) -> Response {
     let r = async {
         let Query(q) = query.map_err(|e| Error::bad_request("request.bad_query", e.body_text()))?;
+        if i64::try_from(q.after).is_err() {
+            return Err(Error::bad_request("request.bad_query", "after: a link index (0 to 2^63 - 1)"));
+        }
         if state.store.genesis().await?.and_then(|g| g.sealed_at).is_none() {
             return Err(no_genesis());
         }

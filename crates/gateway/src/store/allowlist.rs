@@ -132,7 +132,7 @@ impl Store {
     pub async fn allowlist_entries(&self) -> Result<Vec<countersign_core::authority::AllowlistEntry>> {
         use sqlx::Row as _;
         let rows = sqlx::query(
-            "SELECT account, network, address, memo, label FROM allowlist ORDER BY account, network, address, memo",
+            "SELECT account, network, address, memo, label, added_at FROM allowlist ORDER BY account, network, address, memo",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -145,6 +145,7 @@ impl Store {
                     network: parse(1)?.parse().map_err(|e| super::corrupt("allowlist network", e))?,
                     destination: Destination { address: parse(2)?, memo: (!memo.is_empty()).then_some(memo) },
                     label: parse(4)?,
+                    added_at: super::ts(r.try_get(5)?)?,
                 })
             })
             .collect()

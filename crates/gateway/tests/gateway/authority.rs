@@ -160,6 +160,17 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
     assert_eq!(doc.links[1].consent.as_ref().unwrap().approver.as_str(), "carol");
     assert_eq!(settlement.latest().people[&"carol".parse().unwrap()].keys.len(), 2);
     assert!(violations(&gw).await.is_empty(), "{:?}", violations(&gw).await);
+    // A key "for" alice that she did not ask for: her rejection ends it at once.
+    invited(&dave, "alice", soft_key()).await;
+    let pending = alice.client.pending(&alice.session).await.unwrap();
+    let unasked = pending.iter().find(|o| o.operation.kind() == OperationKind::ApproverEnroll).unwrap();
+    let unasked = unasked.operation.id.to_string();
+    let challenge = alice.client.challenge(&alice.session, &unasked, Decision::Reject).await.unwrap();
+    let signed = alice
+        .client
+        .sign_decision(&alice.session, challenge, Some("not my key"), alice.key.clone(), &ceremony())
+        .await;
+    assert_eq!(signed.unwrap()["state"], "rejected");
 
     // Attack: a key row for carol written by SQL (here a stranger's enrolled key,
     // moved to carol and activated). The gateway's tables now let it log in as
