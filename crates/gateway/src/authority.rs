@@ -246,6 +246,12 @@ fn hex32(s: &str) -> Result<[u8; 32]> {
 /// `authority.genesis_mismatch` when the stored genesis is not the pinned one, the
 /// chain's own errors for a stored link that does not verify (fail closed), store errors.
 pub async fn verified(state: &AppState) -> Result<Option<Authority>> {
+    let result = verify_stored(state).await;
+    state.authority.broken.store(result.is_err(), std::sync::atomic::Ordering::SeqCst);
+    result
+}
+
+async fn verify_stored(state: &AppState) -> Result<Option<Authority>> {
     let mut cache = state.authority.verified.lock().await;
     if cache.is_none() {
         let Some(row) = state.store.genesis().await?.filter(|g| g.sealed_at.is_some()) else {
@@ -281,9 +287,19 @@ pub async fn refresh(state: &AppState) -> Result<()> {
 }
 
 /// The newest verified head, without waiting (intake names it in releases).
-#[must_use]
-pub fn head(state: &AppState) -> Option<Head> {
-    state.authority.head.read().ok().and_then(|h| h.clone())
+///
+/// # Errors
+/// `authority.unverified` (503) while the stored chain does not verify: nothing is
+/// released then, not even what the policy allows without approval.
+pub fn head(state: &AppState) -> Result<Option<Head>> {
+    if state.authority.broken.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "authority.unverified",
+            "the authority chain this gateway stores does not verify: nothing is released until it does",
+        ));
+    }
+    Ok(state.authority.head.read().ok().and_then(|h| h.clone()))
 }
 
 /// Whether a genesis exists, drafted or sealed: from then on the host grants no power.

@@ -275,7 +275,7 @@ pub async fn submit(
     );
     let cert = match state_after {
         OpState::Released => {
-            Some(release_document(&operation, &state.keys, crate::authority::head(state), now)?)
+            Some(release_document(&operation, &state.keys, crate::authority::head(state)?, now)?)
         }
         _ => None,
     };

@@ -54,6 +54,9 @@ pub struct AuthorityCache {
     pub(crate) verified: tokio::sync::Mutex<Option<countersign_core::authority::Authority>>,
     /// The newest verified head, for the intake path (no lock across awaits).
     pub(crate) head: std::sync::RwLock<Option<countersign_core::authority::Head>>,
+    /// A sealed genesis exists but the stored chain did not verify at the last look:
+    /// nothing is released until it does (fail closed).
+    pub(crate) broken: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

@@ -261,6 +261,13 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
     assert_eq!(settlement.extend(&served.links).unwrap_err().code(), "authority.fork");
     let found = violations(&gw).await;
     assert!(found.contains(&("authority.chain".into(), "authority.quorum_not_met".into())), "{found:?}");
+    // A gateway instance starting on these tables releases nothing, not even what
+    // the policy allows without approval, until the chain verifies again.
+    let config = (*gw.state.config).clone();
+    let another = countersign_gateway::AppState::open(config, gw.state.clock.clone()).await.unwrap();
+    let refused = countersign_gateway::authority::refresh(&another).await.unwrap_err();
+    assert_eq!(refused.code, "authority.quorum_not_met");
+    assert_eq!(countersign_gateway::authority::head(&another).unwrap_err().code, "authority.unverified");
 }
 
 async fn carol_key_id(gw: &Gateway) -> String {
