@@ -160,7 +160,8 @@ enum AdminCommand {
         #[arg(long, value_delimiter = ',')]
         group: Vec<String>,
     },
-    /// Propose revoking a person (or one of their keys).
+    /// Propose revoking a person (or one of their keys); one admin's approval, yours
+    /// included, applies it at once.
     Revoke {
         id: String,
         #[arg(long)]
@@ -575,14 +576,12 @@ async fn admin(ctx: &Ctx, cmd: AdminCommand) -> Outcome {
         }
     };
     let op = client.propose(&session, strip_nulls(action)).await?;
-    ctx.print(
-        format!(
-            "Proposed: {}\nIt waits for the admin quorum: other admins run `countersign approve {}`.",
-            summary(&op),
-            op.operation.id
-        ),
-        json!(op),
-    );
+    let next = if countersign_core::rules::one_admin_suffices(&op.operation) {
+        "One admin's key applies it, yours included: run `countersign approve"
+    } else {
+        "It waits for the admin quorum: other admins run `countersign approve"
+    };
+    ctx.print(format!("Proposed: {}\n{next} {}`.", summary(&op), op.operation.id), json!(op));
     Ok(())
 }
 

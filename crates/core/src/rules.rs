@@ -20,6 +20,14 @@ pub fn subject(op: &Operation) -> Option<&ApproverId> {
     }
 }
 
+/// Whether one admin's approval is enough, their proposer's included: a revocation
+/// only removes power, so it takes effect at once (it is still a link, signed by
+/// that admin, [`crate::authority`]).
+#[must_use]
+pub fn one_admin_suffices(op: &Operation) -> bool {
+    matches!(op.action, Action::ApproverRevoke(_))
+}
+
 /// Who decides an operation: approvers decide withdrawals, admins decide every
 /// administrative change (enrollment, revocation, policy, allowlist, API keys,
 /// unfreeze).
@@ -73,8 +81,9 @@ pub fn may_decide(
     if now >= op.expires_at {
         return Err(NotDecidable::Expired);
     }
-    // An admin who proposed a further key for themselves consents to it like anyone.
-    if op.initiator.responsible_person() == person && !consenting {
+    // An admin who proposed a further key for themselves consents to it like anyone;
+    // an admin who proposed a revocation signs it at once.
+    if op.initiator.responsible_person() == person && !consenting && !one_admin_suffices(op) {
         return Err(NotDecidable::Initiator);
     }
     if subject(op) == Some(person) && !consenting {

@@ -247,7 +247,15 @@ fn hex32(s: &str) -> Result<[u8; 32]> {
 /// chain's own errors for a stored link that does not verify (fail closed), store errors.
 pub async fn verified(state: &AppState) -> Result<Option<Authority>> {
     let result = verify_stored(state).await;
-    state.authority.broken.store(result.is_err(), std::sync::atomic::Ordering::SeqCst);
+    let broken = &state.authority.broken;
+    match &result {
+        Ok(_) => broken.store(false, std::sync::atomic::Ordering::SeqCst),
+        // The stored chain does not verify: release nothing until it does.
+        Err(e) if e.code.starts_with("authority.") => broken.store(true, std::sync::atomic::Ordering::SeqCst),
+        // The database is away: nothing new is known about the chain (a database
+        // outage is not a broken chain; intake answers store.unavailable on its own).
+        Err(_) => {}
+    }
     result
 }
 

@@ -202,8 +202,8 @@ impl State {
     }
 
     /// Each approval by an admin of this state, over exactly `op`; together the admin
-    /// quorum of this state's policy (a revocation needs any one admin: it only
-    /// removes power).
+    /// quorum of this state's policy (a revocation needs any one admin, its proposer
+    /// included: it only removes power).
     fn check_approvals(
         &self,
         index: u64,
@@ -233,7 +233,9 @@ impl State {
                 }));
             }
             verify_assertion(i, a, key, &registry, op, Decision::Approve).map_err(fail)?;
-            if &a.approver == responsible || subject(op) == Some(&a.approver) {
+            // The proposer of a revocation may sign it (it only removes power).
+            let proposer = &a.approver == responsible && !crate::rules::one_admin_suffices(op);
+            if proposer || subject(op) == Some(&a.approver) {
                 return Err(fail(CertificateError::InitiatorApproved(a.approver.to_string())));
             }
             if !seen.insert(&a.approver) {
@@ -241,7 +243,7 @@ impl State {
             }
             decisions.push(CountedDecision { approver: a.approver.clone(), decision: Decision::Approve });
         }
-        if matches!(op.action, Action::ApproverRevoke(_)) {
+        if crate::rules::one_admin_suffices(op) {
             return if decisions.is_empty() {
                 Err(AuthorityError::QuorumNotMet { index, detail: "a revocation needs one admin".into() })
             } else {

@@ -424,6 +424,12 @@ fn a_revoked_admin_approves_no_later_link_and_a_revocation_needs_one_admin() {
     a.extend([&link(a.head(), &revoke(2, "dave", "erin"), &["frank"])]).unwrap();
     let late = link(a.head(), &enroll_gina(), &["erin", "frank"]);
     assert_eq!(extend(&mut a, &late), "authority.unknown_credential");
+    // The admin who proposes a revocation may sign it alone; a trader may not.
+    let own = link(a.head(), &revoke(13, "dave", "carol"), &["dave"]);
+    a.extend([&own]).unwrap();
+    assert!(!a.latest().people.contains_key(&id::<countersign_core::id::ApproverId>("carol")));
+    let by_trader = link(a.head(), &revoke(14, "dave", "bob"), &["alice"]);
+    assert_eq!(extend(&mut a, &by_trader), "authority.not_an_admin");
 }
 
 #[test]
@@ -567,6 +573,9 @@ fn the_person_a_further_key_is_for_may_decide_it_as_consent_but_not_a_revocation
         may_decide(&id("carol"), &admin, &revoke(7, "dave", "carol"), true, now()),
         Err(NotDecidable::Subject)
     );
+    // The admin who proposes a revocation signs it at once; anything else they
+    // propose, others decide.
+    assert_eq!(may_decide(&id("dave"), &admin, &revoke(7, "dave", "carol"), true, now()), Ok(()));
     // An admin who proposed a further key for themselves consents to it too.
     let own = enroll(12, "dave", "dave2");
     assert_eq!(may_decide(&id("dave"), &admin, &own, true, now()), Ok(()));

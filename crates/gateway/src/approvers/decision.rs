@@ -270,6 +270,17 @@ pub(super) async fn settle(
     }
     state.race_windows.pause(crate::race::Window::Settle).await;
     let mut t = tally(&quorum, op.initiator.responsible_person(), &roster, &decisions, op.expires_at, now);
+    // A revocation takes effect with one admin's approval, its proposer's included.
+    if countersign_core::rules::one_admin_suffices(op)
+        && now < op.expires_at
+        && !matches!(t, Tally::Rejected { .. })
+    {
+        let first =
+            decisions.iter().find(|d| d.decision == Decision::Approve && roster.contains(&d.approver));
+        if let Some(d) = first {
+            t = Tally::Approved { approvers: vec![d.approver.clone()] };
+        }
+    }
     if refused_by_subject && !matches!(t, Tally::Expired) {
         t = Tally::Rejected { by: about.into_iter().cloned().collect() };
     }

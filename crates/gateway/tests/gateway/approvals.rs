@@ -909,13 +909,24 @@ pub async fn admin_changes_take_effect_only_after_the_admin_quorum(db: Db) {
     assert_eq!(held.body["operation"]["policy_version"], 2);
     assert_eq!(held.body["operation"]["expires_at"], gw.now().plus_seconds(1800).to_string());
 
-    // Revocation through the quorum: carol's key stops counting and her session ends.
+    // Revocation: one admin's key applies it at once (it only removes power); carol's
+    // key stops counting and her session ends.
     let r = propose(
         alice.session.clone(),
         json!({"kind": "approver_revoke", "details": {"approver": "carol", "reason": "left the desk"}}),
     )
     .await;
-    approve_both(&gw, &mut dave, &mut erin, r.op_id()).await;
+    let revocation = r.op_id();
+    let r = decide(&gw, &mut dave, &revocation, Decision::Approve, &same).await;
+    assert_eq!(r.body["state"], "released", "{:?}", r.body);
+    let r = post(
+        &gw,
+        &format!("/v1/operations/{revocation}/challenge"),
+        Some(&erin.session),
+        json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(r.code(), "decision.not_pending");
     let r = post(
         &gw,
         &format!("/v1/operations/{}/challenge", held.op_id()),

@@ -10,6 +10,7 @@ use countersign_core::release::{ReleaseBasis, sign_release, verify_release_from_
 use countersign_core::{Decision, OperationKind};
 use countersign_gateway::invariants::{Evidence, check};
 use countersign_softkey::SoftKey;
+use serde_json::json;
 
 use crate::support::*;
 
@@ -171,6 +172,20 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
         .sign_decision(&alice.session, challenge, Some("not my key"), alice.key.clone(), &ceremony())
         .await;
     assert_eq!(signed.unwrap()["state"], "rejected");
+
+    // A revocation takes effect with one admin's key, its proposer's: gina is gone
+    // at once, and the chain's link carries dave's signature.
+    let revocation =
+        json!({"kind": "approver_revoke", "details": {"approver": "gina", "reason": "left the desk"}});
+    let proposed = dave.client.propose(&dave.session, revocation).await.unwrap();
+    let revocation = proposed.operation.id.to_string();
+    assert_eq!(approve(&dave, &revocation).await["state"], "released");
+    let doc = alice.client.authority().await.unwrap();
+    settlement.extend(&doc.links).unwrap();
+    assert!(!settlement.latest().people.contains_key(&"gina".parse().unwrap()));
+    let signed_by: Vec<&str> =
+        doc.links.last().unwrap().approvals.iter().map(|a| a.approver.as_str()).collect();
+    assert_eq!(signed_by, ["dave"]);
 
     // Attack: a key row for carol written by SQL (here a stranger's enrolled key,
     // moved to carol and activated). The gateway's tables now let it log in as
