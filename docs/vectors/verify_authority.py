@@ -49,14 +49,19 @@ def _add(p1, p2):
     return x3, (lam * (x1 - x3) - y1) % P
 
 
-def _mul(k, point):
-    acc = None
+def scalar_mul(k, point, add, zero):
+    """k * point by double-and-add, for either curve's addition."""
+    acc = zero
     while k:
         if k & 1:
-            acc = _add(acc, point)
-        point = _add(point, point)
+            acc = add(acc, point)
+        point = add(point, point)
         k >>= 1
     return acc
+
+
+def _mul(k, point):
+    return scalar_mul(k, point, _add, None)
 
 
 def _der_ints(sig):
@@ -109,13 +114,7 @@ def _ed_add(a, b):
 
 
 def _ed_mul(k, point):
-    acc = (0, 1, 1, 0)
-    while k:
-        if k & 1:
-            acc = _ed_add(acc, point)
-        point = _ed_add(point, point)
-        k >>= 1
-    return acc
+    return scalar_mul(k, point, _ed_add, (0, 1, 1, 0))
 
 
 def _ed_decode(s):
