@@ -232,6 +232,29 @@ def subject(op):
     return op["action"]["details"].get("approver") if op["action"]["kind"] in ("approver_enroll", "approver_revoke") else None
 
 
+def counted(approvals, state, op, d, role, prefix, rename):
+    """§13 per approval and across them (the people of `state`, deciding `role`):
+    the distinct approvers. A revocation's proposer may approve it (one admin
+    suffices); nobody approves what is about them."""
+    code = lambda c: f"{prefix}.{rename.get(c, c)}"
+    seen = set()
+    for a in approvals:
+        person = state["people"].get(a["approver"])
+        key = next((k for k in (person or {}).get("keys", []) if k["credential_id"] == a["credential_id"]), None)
+        if key is None:
+            raise Refused(code("unknown_credential"))
+        if role not in person["roles"]:
+            raise Refused(code("not_an_approver"))
+        check_assertion(a, key, state["rp"], lambda m: binds(op["id"], d, m), code)
+        proposer = a["approver"] == responsible(op) and op["action"]["kind"] != "approver_revoke"
+        if proposer or a["approver"] == subject(op):
+            raise Refused(code("initiator_approved"))
+        if a["approver"] in seen:
+            raise Refused(code("duplicate_approver"))
+        seen.add(a["approver"])
+    return seen
+
+
 def decode_operation(text, code):
     try:
         v.strict_envelope(text.encode())
@@ -280,20 +303,7 @@ def apply_link(state, link):
         raise Refused("authority.replayed")
     if not (state["applied_at"] <= link["applied_at"] < op["expires_at"]):
         raise Refused("authority.bad_change")
-    admins, seen = {}, set()
-    for a in link["approvals"]:
-        person = state["people"].get(a["approver"])
-        key = next((k for k in (person or {}).get("keys", []) if k["credential_id"] == a["credential_id"]), None)
-        if key is None:
-            raise Refused("authority.unknown_credential")
-        if "admin" not in person["roles"]:
-            raise Refused("authority.not_an_admin")
-        check_assertion(a, key, state["rp"], lambda m: binds(op["id"], d, m), lambda c: f"authority.{c}")
-        if a["approver"] in (responsible(op), subject(op)):
-            raise Refused("authority.initiator_approved")
-        if a["approver"] in seen:
-            raise Refused("authority.duplicate_approver")
-        seen.add(a["approver"])
+    seen = counted(link["approvals"], state, op, d, "admin", "authority", {"not_an_approver": "not_an_admin"})
     roster = {p["id"]: set(p["groups"]) for p in state["people"].values() if "admin" in p["roles"] and p["keys"]}
     if op["action"]["kind"] == "approver_revoke":
         ok = bool(seen)
@@ -384,20 +394,7 @@ def verify_release(raw, gateway_key, states):
     if not strict_enough(quorum, floor(policy, op)):
         raise Refused("certificate.quorum_too_weak")
     role = "approver" if op["action"]["kind"] == "withdrawal" else "admin"
-    seen = set()
-    for a in doc["approvals"]:
-        person = at["people"].get(a["approver"])
-        key = next((k for k in (person or {}).get("keys", []) if k["credential_id"] == a["credential_id"]), None)
-        if key is None:
-            raise Refused("certificate.unknown_credential")
-        if role not in person["roles"]:
-            raise Refused("certificate.not_an_approver")
-        check_assertion(a, key, at["rp"], lambda m: binds(op["id"], d, m), lambda c: f"certificate.{c}")
-        if a["approver"] in (responsible(op), subject(op)):
-            raise Refused("certificate.initiator_approved")
-        if a["approver"] in seen:
-            raise Refused("certificate.duplicate_approver")
-        seen.add(a["approver"])
+    seen = counted(doc["approvals"], at, op, d, role, "certificate", {})
     roster = {p["id"]: set(p["groups"]) for p in at["people"].values() if role in p["roles"] and p["keys"]}
     if doc["released_at"] >= op["expires_at"] or not approved(quorum, roster, seen & set(roster)):
         raise Refused("certificate.quorum_not_met")

@@ -447,6 +447,47 @@ pub fn check_decision(
     }
 }
 
+/// Check each approval of `op` (steps 1–4 of the module docs, `role` deciding) and
+/// across them: one per person, and never by the person it is about nor — unless one
+/// admin suffices for it ([`crate::rules::one_admin_suffices`]) — its proposer.
+/// Shared by settlement ([`verify_quorum`]) and the authority chain's links.
+///
+/// # Errors
+/// The first failed check, naming the approval's index.
+pub fn count_approvals(
+    op: &Operation,
+    approvals: &[CertifiedApproval],
+    registry: &Registry,
+    role: Role,
+) -> Result<Vec<CountedDecision>, CertificateError> {
+    let responsible = op.initiator.responsible_person();
+    let proposer_may = crate::rules::one_admin_suffices(op);
+    let mut seen = BTreeSet::new();
+    let mut decisions = Vec::with_capacity(approvals.len());
+    for (index, a) in approvals.iter().enumerate() {
+        let unknown = || CertificateError::UnknownCredential {
+            index,
+            approver: a.approver.to_string(),
+            credential: a.credential_id.clone(),
+        };
+        let person = registry.approvers.iter().find(|p| p.id == a.approver).ok_or_else(unknown)?;
+        let credential =
+            person.credentials.iter().find(|c| c.credential_id == a.credential_id).ok_or_else(unknown)?;
+        if !person.roles.contains(&role) {
+            return Err(CertificateError::NotAnApprover { index, approver: a.approver.to_string() });
+        }
+        verify_assertion(index, a, credential, registry, op, Decision::Approve)?;
+        if (&a.approver == responsible && !proposer_may) || subject(op) == Some(&a.approver) {
+            return Err(CertificateError::InitiatorApproved(a.approver.to_string()));
+        }
+        if !seen.insert(&a.approver) {
+            return Err(CertificateError::DuplicateApprover(a.approver.to_string()));
+        }
+        decisions.push(CountedDecision { approver: a.approver.clone(), decision: Decision::Approve });
+    }
+    Ok(decisions)
+}
+
 /// Verify that `approvals` complete `quorum` for `op` under `policy`, against a
 /// registry already checked with [`SignedRegistry::verify`]. `released_at` is when
 /// the gateway released it (it must be before the operation expired). Returns the
@@ -468,29 +509,14 @@ pub fn verify_quorum(
     if !at_least_as_strict(quorum, &policy_floor(policy, op)) {
         return Err(CertificateError::QuorumTooWeak(policy.version));
     }
+    let decisions = count_approvals(op, approvals, registry, deciding_role(op))?;
     let responsible = op.initiator.responsible_person();
-    let mut seen = BTreeSet::new();
-    let mut decisions = Vec::with_capacity(approvals.len());
-    for (index, a) in approvals.iter().enumerate() {
-        let unknown = || CertificateError::UnknownCredential {
-            index,
-            approver: a.approver.to_string(),
-            credential: a.credential_id.clone(),
-        };
-        let person = registry.approvers.iter().find(|p| p.id == a.approver).ok_or_else(unknown)?;
-        let credential =
-            person.credentials.iter().find(|c| c.credential_id == a.credential_id).ok_or_else(unknown)?;
-        if !person.roles.contains(&deciding_role(op)) {
-            return Err(CertificateError::NotAnApprover { index, approver: a.approver.to_string() });
+    if crate::rules::one_admin_suffices(op) {
+        // Checked above: at least one, each by an admin.
+        if decisions.is_empty() {
+            return Err(CertificateError::QuorumNotMet("a revocation needs one admin".into()));
         }
-        verify_assertion(index, a, credential, registry, op, Decision::Approve)?;
-        if &a.approver == responsible || subject(op) == Some(&a.approver) {
-            return Err(CertificateError::InitiatorApproved(a.approver.to_string()));
-        }
-        if !seen.insert(&a.approver) {
-            return Err(CertificateError::DuplicateApprover(a.approver.to_string()));
-        }
-        decisions.push(CountedDecision { approver: a.approver.clone(), decision: Decision::Approve });
+        return Ok(decisions.into_iter().map(|d| d.approver).collect());
     }
     let mut roster = Roster::new();
     for p in registry.approvers.iter().filter(|p| p.roles.contains(&deciding_role(op))) {

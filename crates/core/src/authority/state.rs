@@ -12,14 +12,13 @@ use super::{
 use crate::binding::Decision;
 use crate::canonical;
 use crate::certificate::{
-    CertificateError, CertifiedApproval, Registry, RegistryApprover, RegistryCredential, public_key,
-    verify_assertion, verify_bound_assertion,
+    CertificateError, CertifiedApproval, Registry, RegistryApprover, RegistryCredential, count_approvals,
+    public_key, verify_assertion, verify_bound_assertion,
 };
 use crate::id::{ApiKeyId, ApproverId};
 use crate::operation::{Action, Operation, Role};
 use crate::policy::Policy;
-use crate::quorum::{CountedDecision, Roster, Tally, tally};
-use crate::rules::subject;
+use crate::quorum::{Roster, Tally, tally};
 use crate::timestamp::Timestamp;
 
 /// Who may approve, under which policies, with which API keys and destinations, at
@@ -211,38 +210,9 @@ impl State {
         approvals: &[CertifiedApproval],
         at: Timestamp,
     ) -> Result<(), AuthorityError> {
-        let fail = |source| AuthorityError::Approval { index, source };
-        let registry = self.registry();
+        let decisions = count_approvals(op, approvals, &self.registry(), Role::Admin)
+            .map_err(|source| AuthorityError::Approval { index, source })?;
         let responsible = op.initiator.responsible_person();
-        let mut seen = BTreeSet::new();
-        let mut decisions = Vec::with_capacity(approvals.len());
-        for (i, a) in approvals.iter().enumerate() {
-            let person = self.people.get(&a.approver);
-            let key = person.and_then(|p| p.keys.iter().find(|k| k.credential_id == a.credential_id));
-            let (Some(person), Some(key)) = (person, key) else {
-                return Err(fail(CertificateError::UnknownCredential {
-                    index: i,
-                    approver: a.approver.to_string(),
-                    credential: a.credential_id.clone(),
-                }));
-            };
-            if !person.roles.contains(&Role::Admin) {
-                return Err(fail(CertificateError::NotAnApprover {
-                    index: i,
-                    approver: a.approver.to_string(),
-                }));
-            }
-            verify_assertion(i, a, key, &registry, op, Decision::Approve).map_err(fail)?;
-            // The proposer of a revocation may sign it (it only removes power).
-            let proposer = &a.approver == responsible && !crate::rules::one_admin_suffices(op);
-            if proposer || subject(op) == Some(&a.approver) {
-                return Err(fail(CertificateError::InitiatorApproved(a.approver.to_string())));
-            }
-            if !seen.insert(&a.approver) {
-                return Err(fail(CertificateError::DuplicateApprover(a.approver.to_string())));
-            }
-            decisions.push(CountedDecision { approver: a.approver.clone(), decision: Decision::Approve });
-        }
         if crate::rules::one_admin_suffices(op) {
             return if decisions.is_empty() {
                 Err(AuthorityError::QuorumNotMet { index, detail: "a revocation needs one admin".into() })

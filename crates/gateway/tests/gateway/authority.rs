@@ -186,6 +186,9 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
     let signed_by: Vec<&str> =
         doc.links.last().unwrap().approvals.iter().map(|a| a.approver.as_str()).collect();
     assert_eq!(signed_by, ["dave"]);
+    // Every release so far, that revocation's included, verifies in the checker.
+    let report = check(&gw.state, &Evidence::default()).await.unwrap();
+    assert!(report.ok(), "{:?}", report.violations);
 
     // Attack: a key row for carol written by SQL (here a stranger's enrolled key,
     // moved to carol and activated). The gateway's tables now let it log in as
