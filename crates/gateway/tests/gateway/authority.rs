@@ -109,6 +109,9 @@ pub async fn settlement_verifies_from_the_genesis_and_refuses_what_the_tables_in
 
     // A large withdrawal, approved by two traders, verifies from the pinned hash.
     let settlement = alice.client.verified_authority(&hash).await.unwrap();
+    // A head beyond any index is a bad query, not a server error.
+    let url = format!("{}/v1/authority/links?after={}", gw.base, u64::MAX);
+    assert_eq!(gw.http.get(url).send().await.unwrap().status(), 400);
     // A client whose profile pins another genesis refuses this gateway's chain.
     let elsewhere = alice.client.clone().with_genesis("00".repeat(32)).pinned_authority().await.unwrap_err();
     assert!(elsewhere.to_string().contains("authority.genesis_mismatch"), "{elsewhere}");
